@@ -1,0 +1,132 @@
+"""The hash-chained audit log: append inside the caller's transaction, verify the whole chain.
+
+Each entry's hash is SHA-256 over the previous entry's hash and the entry's own fields in a
+canonical JSON form, so editing, deleting or reordering any row breaks the chain at that row.
+Details must hold JSON strings, integers, booleans, lists and objects (no floats), which
+round-trip through jsonb unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from tipstream.audit import queries
+from tipstream.audit.schemas import AuditEntry, VerifyResult
+from tipstream.db import Conn
+
+GENESIS_HASH = "0" * 64
+
+
+def entry_hash(
+    prev_hash: str,
+    *,
+    at: datetime,
+    actor_id: int | None,
+    action: str,
+    target_type: str | None,
+    target_id: str | None,
+    ip: str | None,
+    details: dict[str, Any],
+) -> str:
+    canonical = json.dumps(
+        [
+            at.astimezone(UTC).isoformat(),
+            actor_id,
+            action,
+            target_type,
+            target_id,
+            ip,
+            details,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+async def record(
+    conn: Conn,
+    action: str,
+    *,
+    actor_id: int | None = None,
+    target_type: str | None = None,
+    target_id: str | int | None = None,
+    ip: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry. Call inside the transaction of the change it records."""
+    details = details or {}
+    target = None if target_id is None else str(target_id)
+    async with conn.transaction():
+        await queries.lock_chain(conn)
+        prev = await queries.last_hash(conn) or GENESIS_HASH
+        at = datetime.now(UTC)
+        digest = entry_hash(
+            prev,
+            at=at,
+            actor_id=actor_id,
+            action=action,
+            target_type=target_type,
+            target_id=target,
+            ip=ip,
+            details=details,
+        )
+        row = await queries.insert_entry(
+            conn,
+            at=at,
+            actor_id=actor_id,
+            action=action,
+            target_type=target_type,
+            target_id=target,
+            ip=ip,
+            details=details,
+            prev_hash=prev,
+            hash=digest,
+        )
+    return AuditEntry(**row.__dict__)
+
+
+async def verify(conn: Conn) -> VerifyResult:
+    """Walk the chain; report the first entry whose link or content does not check out."""
+    prev = GENESIS_HASH
+    checked = 0
+    async for row in queries.iter_entries(conn):
+        if row.prev_hash != prev:
+            return VerifyResult(
+                ok=False,
+                checked=checked,
+                broken_id=row.id,
+                reason="prev_hash does not match the entry before it (a row was removed or "
+                "reordered)",
+            )
+        expected = entry_hash(
+            prev,
+            at=row.at,
+            actor_id=row.actor_id,
+            action=row.action,
+            target_type=row.target_type,
+            target_id=row.target_id,
+            ip=row.ip,
+            details=row.details,
+        )
+        if expected != row.hash:
+            return VerifyResult(
+                ok=False,
+                checked=checked,
+                broken_id=row.id,
+                reason="content does not match its hash (the row was edited)",
+            )
+        prev = row.hash
+        checked += 1
+    return VerifyResult(ok=True, checked=checked)
+
+
+async def tail(
+    conn: Conn, *, limit: int = 20, actor_id: int | None = None, action: str | None = None
+) -> list[AuditEntry]:
+    rows = await queries.recent_entries(conn, limit=limit, actor_id=actor_id, action=action)
+    return [AuditEntry(**row.__dict__) for row in rows]
