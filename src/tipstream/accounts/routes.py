@@ -67,6 +67,7 @@ class AuthController(Controller):
             date_of_birth=data.date_of_birth,
             display_name=data.display_name,
             role=data.role,
+            self_registered=True,
             ip=ip,
         )
 

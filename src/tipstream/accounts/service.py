@@ -132,8 +132,10 @@ async def create_user(
     display_name: str,
     role: str = "viewer",
     actor_id: int | None = None,
+    self_registered: bool = False,
     ip: str | None = None,
 ) -> User:
+    """Create an account; actor_id None with self_registered False means the operator (tipctl)."""
     check_minimum_age(settings, date_of_birth)
     password_hash = credentials.hash_password(password)
     async with conn.transaction():
@@ -151,11 +153,11 @@ async def create_user(
         await audit.record(
             conn,
             "user.created",
-            actor_id=actor_id if actor_id is not None else row.id,
+            actor_id=row.id if self_registered else actor_id,
             target_type="user",
             target_id=row.id,
             ip=ip,
-            details={"role": role, "self_registered": actor_id is None},
+            details={"role": role, "self_registered": self_registered},
         )
     return public_user(row)
 
@@ -593,3 +595,32 @@ async def set_disabled(
 
 async def unlock_login(kv: Valkey, settings: Settings, email: str) -> None:
     await throttle.unlock(kv, settings, email=email)
+
+
+async def provision_totp(
+    conn: Conn, settings: Settings, user_id: int, *, actor_id: int | None
+) -> tuple[TotpEnrollment, RecoveryCodes]:
+    """Operator-side 2FA setup (tipctl user create --enable-2fa): enable TOTP at once and hand
+    back the secret and recovery codes for the operator to pass on."""
+    secret = credentials.new_totp_secret()
+    codes = credentials.new_recovery_codes()
+    async with conn.transaction():
+        user = await queries.user_by_id(conn, user_id, for_update=True)
+        if user.totp_enabled_at is not None:
+            raise TotpState("2FA is already enabled on this account")
+        await queries.set_pending_totp_secret(conn, user_id, secret)
+        await queries.enable_totp(conn, user_id, 0)
+        await queries.replace_recovery_codes(
+            conn, user_id, [credentials.sha256_hex(c) for c in codes]
+        )
+        await audit.record(
+            conn,
+            "2fa.enabled",
+            actor_id=actor_id,
+            target_type="user",
+            target_id=user_id,
+            details={"provisioned_by_operator": True},
+        )
+    uri = credentials.totp_uri(secret, account=user.email, issuer=settings.security.totp_issuer)
+    enrollment = TotpEnrollment(secret=secret, otpauth_uri=uri, qr_svg=credentials.qr_svg(uri))
+    return enrollment, RecoveryCodes(recovery_codes=codes)

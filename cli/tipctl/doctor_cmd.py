@@ -1,0 +1,89 @@
+"""tipctl doctor: is everything this node needs there and answering?"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import typer
+
+from tipctl.common import config_path, fail, out, print_json
+from tipstream import db, kv
+from tipstream.config import ConfigError, Settings, load_settings
+
+Check = Callable[[Settings], Awaitable[str]]
+
+
+async def _postgres(settings: Settings) -> str:
+    async with db.connect(settings) as conn:
+        cur = await conn.execute("SHOW server_version")
+        row = await cur.fetchone()
+        version = row["server_version"] if row else "?"
+        states = await db.migration_status(conn)
+    pending = [s for s in states if s.state != "applied"]
+    if pending:
+        raise RuntimeError(
+            f"migrations not applied: {', '.join(f'{s.version:04d}({s.state})' for s in pending)}"
+            " - run tipctl db migrate"
+        )
+    return f"PostgreSQL {version}, {len(states)} migrations applied"
+
+
+async def _valkey(settings: Settings) -> str:
+    client = kv.create_client(settings)
+    try:
+        await client.ping()
+        info = await client.info("server")
+    finally:
+        await client.aclose()
+    name = "valkey" if "valkey_version" in info else "redis"
+    version = info.get("valkey_version") or info.get("redis_version")
+    return f"{name} {version}"
+
+
+async def _audit(settings: Settings) -> str:
+    from tipstream.audit import service
+
+    async with db.connect(settings) as conn:
+        result = await service.verify(conn)
+    if not result.ok:
+        raise RuntimeError(f"audit chain broken at entry {result.broken_id}")
+    return f"audit chain intact ({result.checked} entries)"
+
+
+CHECKS: list[tuple[str, Check]] = [
+    ("postgres", _postgres),
+    ("valkey", _valkey),
+    ("audit log", _audit),
+]
+
+
+async def _run_checks(settings: Settings) -> list[tuple[str, bool, str]]:
+    results = []
+    for name, check in CHECKS:
+        try:
+            detail = await asyncio.wait_for(check(settings), timeout=10)
+            results.append((name, True, detail))
+        except Exception as exc:  # every failure is reported on its own line, not raised
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            results.append((name, False, message))
+    return results
+
+
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check the config, Postgres, Valkey and the audit chain; one ok/fail line each."""
+    try:
+        settings = load_settings(config_path())
+    except ConfigError as exc:
+        if as_json:
+            print_json([{"check": "config", "ok": False, "detail": str(exc)}])
+        fail(f"config: {exc}")
+    results = [("config", True, "valid"), *asyncio.run(_run_checks(settings))]
+    if as_json:
+        print_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in results])
+    else:
+        for name, ok, detail in results:
+            mark = "[green]ok  [/green]" if ok else "[red]FAIL[/red]"
+            out.print(f"{mark} {name:<10} {detail}", highlight=False)
+    if not all(ok for _, ok, _ in results):
+        raise typer.Exit(1)

@@ -1,0 +1,34 @@
+"""The tipctl entry point: `tipctl <noun> <verb>`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tipctl import audit_cmd, config_cmd, db_cmd, doctor_cmd, run_cmd, user_cmd
+from tipctl.common import set_config_path
+
+app = typer.Typer(
+    help="Operate a tipstream node: database, users, audit log, health.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", envvar="TIPSTREAM_CONFIG", help="Config file."
+    ),
+) -> None:
+    set_config_path(config)
+
+
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(user_cmd.app, name="user")
+app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(run_cmd.app, name="run")
+app.command("doctor")(doctor_cmd.doctor)

@@ -1,0 +1,38 @@
+"""tipctl run api: what the systemd units (and the one-box runner) start."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import typer
+
+from tipctl.common import settings
+
+app = typer.Typer(help="Run a tipstream process in the foreground.", no_args_is_help=True)
+
+
+@app.command("api")
+def api(
+    host: str | None = typer.Option(None, "--host", help="Default: server.host."),
+    port: int | None = typer.Option(None, "--port", help="Default: server.port."),
+    workers: int | None = typer.Option(None, "--workers", help="Default: server.workers."),
+) -> None:
+    """Serve the app with granian (ASGI, several worker processes)."""
+    cfg = settings()  # fail here, with the setting's name, rather than in every worker
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    # Workers are separate processes: Prometheus counters must be aggregated through files.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tipstream-metrics-")
+    server = Server(
+        "tipstream.app:create_app",
+        address=host or cfg.server.host,
+        port=port or cfg.server.port,
+        interface=Interfaces.ASGI,
+        workers=workers or cfg.server.workers,
+        factory=True,
+        log_access=False,
+    )
+    server.serve()
