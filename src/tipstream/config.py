@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ ENV_PREFIX = "TIPSTREAM_"
 SECRET_FILES = {
     "session_key": "session_key",
     "database_password": "database_password",
+    "janus_api_secret": "janus_api_secret",
+    "janus_admin_secret": "janus_admin_secret",
+    "janus_admin_key": "janus_admin_key",
+    "turn_secret": "turn_secret",
 }
 REQUIRED_SECRETS = ("session_key",)
 
@@ -73,9 +78,86 @@ class LoggingSettings(msgspec.Struct, forbid_unknown_fields=True):
     json: bool = True
 
 
+class JanusSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # The app is Janus's only client: its WebSocket transport listens where only the app reaches.
+    ws_url: str = "ws://127.0.0.1:8188"
+    admin_ws_url: str = "ws://127.0.0.1:7188"
+    # Janus drops a session after 60 s without traffic; keepalives go out well before that.
+    keepalive_seconds: float = 20.0
+    request_timeout_seconds: float = 10.0
+    rtp_port_range: str = "20000-40000"
+    # Public address Janus advertises when it sits behind 1:1 NAT (empty: none).
+    nat_1_1_mapping: str = ""
+    # Interfaces (or address prefixes) Janus gathers ICE candidates on (empty: all but loopback).
+    ice_enforce_list: str = ""
+    # Most publishers a room admits: the performer only.
+    publishers_per_room: int = 1
+    bitrate_bps: int = 2_500_000
+
+
+class TurnSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Given to browsers with every room join (TURN REST API: coturn use-auth-secret).
+    urls: list[str] = msgspec.field(
+        default_factory=lambda: ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"]
+    )
+    credential_ttl_seconds: int = 3600
+    realm: str = "tipstream"
+    listening_ip: str = "127.0.0.1"
+    listening_port: int = 3478
+    relay_ip: str = "127.0.0.1"
+    external_ip: str = ""
+    min_port: int = 49152
+    max_port: int = 65535
+
+
+class TokenPackage(msgspec.Struct, forbid_unknown_fields=True):
+    """A token bundle viewers can buy; price in the site currency as a decimal string."""
+
+    id: str
+    tokens: int
+    price: str
+    label: str = ""
+
+
+def _default_packages() -> list[TokenPackage]:
+    return [
+        TokenPackage(id="tkn-100", tokens=100, price="1.00", label="100 tokens"),
+        TokenPackage(id="tkn-550", tokens=550, price="5.00", label="550 tokens"),
+        TokenPackage(id="tkn-1200", tokens=1200, price="10.00", label="1,200 tokens"),
+        TokenPackage(id="tkn-6500", tokens=6500, price="50.00", label="6,500 tokens"),
+    ]
+
+
+class LedgerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # The site currency and its smallest ledger unit: amounts are integers of 1/10**scale.
+    # The scale must make the fee split of one token exact (checked below); it may not change
+    # once money has been booked (the ledger_assets table remembers it).
+    currency: str = "USD"
+    currency_scale: int = 4
+    # 100 tokens = 1 currency unit; platform fee in basis points (3000 = 30%). The values in
+    # force are stored with every tip, so changing them never rewrites history.
+    tokens_per_currency_unit: int = 100
+    platform_fee_bps: int = 3000
+    tip_min_tokens: int = 1
+    tip_max_tokens: int = 100_000
+    tip_message_max_length: int = 200
+    # Per viewer, fixed one-minute windows in Valkey.
+    tips_per_minute: int = 60
+    # Credit sides of tips (platform revenue, token liability, burned tokens, each performer's
+    # earnings) are spread over this many shard rows, so tips do not queue on one row lock.
+    hot_account_shards: int = 16
+    # The outbox relay leaves rows this young to the request that wrote them.
+    outbox_relay_grace_seconds: int = 10
+    packages: list[TokenPackage] = msgspec.field(default_factory=_default_packages)
+
+
 class Secrets(msgspec.Struct):
     session_key: str | None = None
     database_password: str | None = None
+    janus_api_secret: str | None = None
+    janus_admin_secret: str | None = None
+    janus_admin_key: str | None = None
+    turn_secret: str | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,6 +166,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     valkey: ValkeySettings = msgspec.field(default_factory=ValkeySettings)
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
+    ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
+    janus: JanusSettings = msgspec.field(default_factory=JanusSettings)
+    turn: TurnSettings = msgspec.field(default_factory=TurnSettings)
     secrets_dir: str | None = None
     secrets: Secrets = msgspec.field(default_factory=Secrets)
 
@@ -188,6 +273,16 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"setting security.min_age_by_country.{country}: below min_age")
     if settings.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("setting logging.level: must be DEBUG, INFO, WARNING or ERROR")
+    if not settings.janus.ws_url.startswith(("ws://", "wss://")):
+        raise ConfigError("setting janus.ws_url: must be a ws:// or wss:// URL")
+    if not 1 <= settings.janus.keepalive_seconds <= 45:
+        raise ConfigError("setting janus.keepalive_seconds: must be between 1 and 45")
+    if settings.turn.credential_ttl_seconds < 60:
+        raise ConfigError("setting turn.credential_ttl_seconds: must be at least 60")
+    for url in settings.turn.urls:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise ConfigError(f"setting turn.urls: {url!r} is not a stun:, turn: or turns: URL")
+    _check_ledger(settings.ledger)
     for name in REQUIRED_SECRETS:
         value = getattr(settings.secrets, name)
         if not value:
@@ -197,6 +292,55 @@ def _check(settings: Settings) -> None:
             )
         if len(value) < 32:
             raise ConfigError(f"secret {name}: too short (at least 32 characters)")
+
+
+def _check_ledger(ledger: LedgerSettings) -> None:
+    if not (len(ledger.currency) == 3 and ledger.currency.isascii() and ledger.currency.isupper()):
+        raise ConfigError("setting ledger.currency: must be an ISO 4217 code such as USD")
+    if not 0 <= ledger.currency_scale <= 8:
+        raise ConfigError("setting ledger.currency_scale: must be between 0 and 8")
+    if ledger.tokens_per_currency_unit < 1:
+        raise ConfigError("setting ledger.tokens_per_currency_unit: must be at least 1")
+    units, rest = divmod(10**ledger.currency_scale, ledger.tokens_per_currency_unit)
+    if rest or units == 0:
+        raise ConfigError(
+            "setting ledger.currency_scale: one token must be a whole number of currency units "
+            f"(10**{ledger.currency_scale} is not a multiple of {ledger.tokens_per_currency_unit})"
+        )
+    if not 0 <= ledger.platform_fee_bps <= 10_000:
+        raise ConfigError("setting ledger.platform_fee_bps: must be between 0 and 10000")
+    if units * ledger.platform_fee_bps % 10_000:
+        raise ConfigError(
+            "setting ledger.platform_fee_bps: the fee on one token is not a whole currency unit "
+            "at this currency_scale; raise ledger.currency_scale"
+        )
+    if not 1 <= ledger.tip_min_tokens <= ledger.tip_max_tokens:
+        raise ConfigError("setting ledger.tip_min_tokens: must be between 1 and tip_max_tokens")
+    if ledger.tip_max_tokens > 10**9:
+        raise ConfigError("setting ledger.tip_max_tokens: at most 1000000000")
+    if not 1 <= ledger.hot_account_shards <= 256:
+        raise ConfigError("setting ledger.hot_account_shards: must be between 1 and 256")
+    if ledger.tips_per_minute < 1:
+        raise ConfigError("setting ledger.tips_per_minute: must be at least 1")
+    if not 0 <= ledger.tip_message_max_length <= 1000:
+        raise ConfigError("setting ledger.tip_message_max_length: must be between 0 and 1000")
+    seen: set[str] = set()
+    for package in ledger.packages:
+        where = f"setting ledger.packages.{package.id}"
+        if package.id in seen or not package.id:
+            raise ConfigError(f"{where}: package ids must be unique and non-empty")
+        seen.add(package.id)
+        if package.tokens < 1:
+            raise ConfigError(f"{where}: tokens must be at least 1")
+        try:
+            price = Decimal(package.price)
+        except InvalidOperation:
+            raise ConfigError(f"{where}: price must be a decimal such as 9.99") from None
+        scaled = price.scaleb(ledger.currency_scale)
+        if not price.is_finite() or price <= 0 or scaled != scaled.to_integral_value():
+            raise ConfigError(
+                f"{where}: price must be positive with at most {ledger.currency_scale} decimals"
+            )
 
 
 def generate_secret() -> str:

@@ -1,0 +1,1 @@
+"""Live rooms: streams, the Janus SFU client, signaling, TURN credentials, realtime chat."""
