@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestIdMiddleware, metrics.middleware],
+        middleware=[metrics.middleware],
         openapi_config=_openapi(settings),
         lifespan=[_lifespan(settings)],
         before_send=[_security_headers],
@@ -123,4 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     app.state.settings = settings
+    # Litestar runs middleware only for matched routes; wrapping the whole handler gives every
+    # response a request id, 404s and 405s included.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
     return app

@@ -33,19 +33,27 @@ def provide_settings(state: State) -> Settings:
     return settings
 
 
+UNKNOWN_IP = "0.0.0.0"  # noqa: S104
+
+
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The peer address, or the address nginx saw when the peer is a trusted proxy."""
     settings: Settings = connection.app.state.settings
-    peer = connection.client.host if connection.client else "0.0.0.0"  # noqa: S104
+    peer = connection.client.host if connection.client else ""
     if peer in settings.server.trusted_proxies:
-        forwarded = connection.headers.get("x-forwarded-for", "")
         # nginx appends the address it saw last; anything before it is client-supplied.
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        try:
-            return str(ipaddress.ip_address(last))
-        except ValueError:
-            return peer
-    return peer
+        forwarded = _as_ip(connection.headers.get("x-forwarded-for", "").rsplit(",", 1)[-1])
+        if forwarded is not None:
+            return forwarded
+    # A peer that is no IP address (a Unix socket, a test client) must not reach inet columns.
+    return _as_ip(peer) or UNKNOWN_IP
+
+
+def _as_ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
 
 
 def provide_ip(request: Request[Any, Any, Any]) -> str:

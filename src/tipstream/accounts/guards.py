@@ -45,17 +45,20 @@ async def resolve_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> P
     pool: Pool = connection.app.state.pool
     principal: Principal | None = None
     authorization = connection.headers.get("authorization", "")
-    async with pool.connection() as conn:
-        if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthorized("Authorization must be 'Bearer <api token>'")
+    # A connection is taken only when there is a credential to check, so anonymous calls of
+    # open routes (health probes above all) do not depend on Postgres.
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Authorization must be 'Bearer <api token>'")
+        async with pool.connection() as conn:
             principal = await service.authenticate_token(conn, token.strip())
-            if principal is None:
-                raise Unauthorized("unknown, revoked or expired API token")
-        else:
-            session_id = connection.cookies.get(sessions.cookie_name(settings))
-            if session_id and len(session_id) < 100:
+        if principal is None:
+            raise Unauthorized("unknown, revoked or expired API token")
+    else:
+        session_id = connection.cookies.get(sessions.cookie_name(settings))
+        if session_id and len(session_id) < 100:
+            async with pool.connection() as conn:
                 principal = await service.authenticate_session(
                     conn, connection.app.state.kv, settings, session_id
                 )

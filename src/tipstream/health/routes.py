@@ -12,6 +12,7 @@ from valkey.asyncio import Valkey
 
 from tipstream.accounts import guards
 from tipstream.db import Pool
+from tipstream.errors import problem_response
 
 
 class Health(msgspec.Struct):
@@ -49,13 +50,19 @@ class HealthController(Controller):
         return Health(status="ok")
 
     @get("/readyz")
-    async def readyz(self, request: Request[Any, Any, Any]) -> Response[Health]:
-        """Postgres and Valkey answer; 503 otherwise."""
+    async def readyz(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """Postgres and Valkey answer; otherwise a 503 problem naming what failed."""
         checks = await readiness(request.app.state.pool, request.app.state.kv)
-        ok = all(v == "ok" for v in checks.values())
-        return Response(
-            Health(status="ok" if ok else "unavailable", checks=checks),
-            status_code=200 if ok else 503,
+        failing = {name: result for name, result in checks.items() if result != "ok"}
+        if not failing:
+            return Response(Health(status="ok", checks=checks))
+        return problem_response(
+            request,
+            status=503,
+            slug="unavailable",
+            title="Not ready",
+            detail="not ready: " + ", ".join(f"{n} ({r})" for n, r in failing.items()),
+            extra={"checks": checks},
         )
 
 
