@@ -25,6 +25,7 @@ from tipstream.deps import DEPENDENCIES
 from tipstream.errors import EXCEPTION_HANDLERS
 from tipstream.health import routes as health_routes
 from tipstream.observability import RequestIdMiddleware, configure_logging, prometheus_config
+from tipstream.rooms import routes as rooms_routes
 
 API_DOCS_ASSETS = "/api/docs-assets"
 SECURITY_HEADERS = {
@@ -110,13 +111,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *health_routes.ROUTES,
             *accounts_routes.ROUTES,
             *audit_routes.ROUTES,
+            *rooms_routes.ROUTES,
             docs_assets,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics.middleware],
         openapi_config=_openapi(settings),
-        lifespan=[_lifespan(settings)],
+        lifespan=[_lifespan(settings), rooms_routes.lifespan(settings)],
         before_send=[_security_headers],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,

@@ -252,7 +252,7 @@ class JanusClient:
                     finally:
                         keepalive.cancel()
             except (OSError, ConnectionClosed, TimeoutError) as exc:
-                if not self._closing:
+                if not self._closing and delay <= 0.2:  # once per outage, not every retry
                     log.warning("janus_unreachable", url=self.url, error=type(exc).__name__)
             finally:
                 self._ws = None

@@ -1,0 +1,224 @@
+"""Stream rules: create, go live (a Janus room per live stream), end (the room is destroyed at
+once). The HTTP routes, the room WebSocket and tipctl all call these functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import psycopg
+import structlog
+from valkey.asyncio import Valkey
+
+from tipstream import kv as kvmod
+from tipstream.accounts.queries import UserRow
+from tipstream.accounts.service import Principal
+from tipstream.audit import service as audit
+from tipstream.config import Settings
+from tipstream.db import Conn
+from tipstream.errors import Conflict, Forbidden, Problem
+from tipstream.rooms import queries
+from tipstream.rooms.janus import JanusError
+from tipstream.rooms.queries import StreamRow
+from tipstream.rooms.schemas import CreateStreamRequest, Stream
+from tipstream.rooms.sfu import RoomSpec, Sfu, new_room
+
+log = structlog.get_logger("tipstream.rooms.service")
+
+STAFF = frozenset({"moderator", "admin"})
+
+
+class SfuUnavailable(Problem):
+    status, slug, title = 503, "sfu-unavailable", "The media server is not available"
+
+
+class NotYourStream(Forbidden):
+    slug, title = "not-your-stream", "This stream belongs to another performer"
+
+
+class StreamNotLive(Conflict):
+    slug, title = "stream-not-live", "The stream is not live"
+
+
+def room_channel(settings: Settings, stream_id: int) -> str:
+    """The Valkey pub/sub channel of one stream's room: chat, tips, viewer counts, lifecycle."""
+    return kvmod.key(settings, "room", stream_id)
+
+
+async def publish_room_event(
+    kv: Valkey, settings: Settings, stream_id: int, event: dict[str, Any]
+) -> None:
+    await kv.publish(room_channel(settings, stream_id), msgspec.json.encode(event))
+
+
+def to_stream(row: StreamRow, viewers: int = 0) -> Stream:
+    return Stream(
+        id=row.id,
+        performer_id=row.performer_id,
+        performer_name=row.performer_name,
+        title=row.title,
+        tags=row.tags,
+        adult=row.adult,
+        status=row.status,  # type: ignore[arg-type]
+        scheduled_at=row.scheduled_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+        created_at=row.created_at,
+        viewers=viewers,
+    )
+
+
+def room_of(row: StreamRow) -> RoomSpec:
+    if row.janus_room_id is None or row.janus_room_secret is None or row.janus_room_pin is None:
+        raise StreamNotLive(f"stream {row.id} has no room")
+    return RoomSpec(row.janus_room_id, row.janus_room_secret, row.janus_room_pin, row.title)
+
+
+async def ensure_may_publish(conn: Conn, user: UserRow) -> None:
+    """May this user broadcast at all? Today: the performer role. The KYC issue adds
+    "approved KYC" here, and every publishing path (go-live, the publisher's room WebSocket)
+    goes through this one function."""
+    del conn  # the KYC check will read the user's verification state
+    if user.role != "performer":
+        raise Forbidden("only performers may broadcast")
+
+
+async def create_stream(
+    conn: Conn, principal: Principal, data: CreateStreamRequest, *, ip: str | None
+) -> StreamRow:
+    await ensure_may_publish(conn, principal.user)
+    async with conn.transaction():
+        row = await queries.insert_stream(
+            conn,
+            performer_id=principal.user.id,
+            title=data.title,
+            tags=list(dict.fromkeys(t.lower() for t in data.tags)),
+            adult=data.adult,
+            scheduled_at=data.scheduled_at,
+        )
+        await audit.record(
+            conn,
+            "stream.create",
+            actor_id=principal.user.id,
+            target_type="stream",
+            target_id=str(row.id),
+            ip=ip,
+            details={"title": row.title},
+        )
+    return row
+
+
+async def go_live(
+    conn: Conn, sfu: Sfu, principal: Principal, stream_id: int, *, ip: str | None
+) -> StreamRow:
+    """scheduled → live: the stream's own performer only; creates its Janus room first."""
+    await ensure_may_publish(conn, principal.user)
+    row = await queries.get_stream(conn, stream_id)
+    if row.performer_id != principal.user.id:
+        raise NotYourStream
+    if row.status != "scheduled":
+        raise Conflict(f"stream {stream_id} is {row.status}; only a scheduled stream can go live")
+    room = new_room(f"stream {row.id}")
+    try:
+        await sfu.create_room(room)
+    except JanusError as exc:
+        log.warning("room_create_failed", stream=stream_id, error=str(exc))
+        raise SfuUnavailable("the media server could not open the room; try again") from None
+    try:
+        async with conn.transaction():
+            went_live = await queries.mark_live(
+                conn, stream_id, room_id=room.room_id, room_secret=room.secret, room_pin=room.pin
+            )
+            if went_live:
+                await audit.record(
+                    conn,
+                    "stream.live",
+                    actor_id=principal.user.id,
+                    target_type="stream",
+                    target_id=str(stream_id),
+                    ip=ip,
+                    details={},
+                )
+    except psycopg.errors.UniqueViolation:
+        went_live = False
+        await _destroy_quietly(sfu, room)
+        raise Conflict("you are already live with another stream") from None
+    if not went_live:
+        await _destroy_quietly(sfu, room)
+        raise Conflict(f"stream {stream_id} is no longer scheduled")
+    return await queries.get_stream(conn, stream_id)
+
+
+async def end_stream(
+    conn: Conn,
+    sfu: Sfu,
+    kv: Valkey,
+    settings: Settings,
+    actor: UserRow | None,
+    stream_id: int,
+    *,
+    reason: str | None,
+    ip: str | None,
+) -> StreamRow:
+    """→ ended. The performer ends their own stream; moderators and admins end any (actor None:
+    the system, e.g. tipctl). The room is destroyed at once, which stops all media."""
+    row = await queries.get_stream(conn, stream_id)
+    by_staff = actor is None or actor.role in STAFF
+    if actor is not None and not by_staff and row.performer_id != actor.id:
+        raise NotYourStream
+    if row.status == "ended":
+        raise Conflict(f"stream {stream_id} has already ended")
+    final_reason = reason or ("ended by moderator" if by_staff else "ended by performer")
+    async with conn.transaction():
+        ended = await queries.mark_ended(conn, stream_id, reason=final_reason)
+        if not ended:
+            raise Conflict(f"stream {stream_id} has already ended")
+        await audit.record(
+            conn,
+            "stream.end",
+            actor_id=actor.id if actor else None,
+            target_type="stream",
+            target_id=str(stream_id),
+            ip=ip,
+            details={"reason": final_reason, "by_staff": by_staff},
+        )
+    if row.janus_room_id is not None:
+        await _destroy_quietly(sfu, room_of(row))
+    await publish_room_event(
+        kv, settings, stream_id, {"type": "stream_ended", "reason": final_reason}
+    )
+    return await queries.get_stream(conn, stream_id)
+
+
+async def end_after_publisher_left(
+    conn: Conn, sfu: Sfu, kv: Valkey, settings: Settings, stream_id: int, reason: str
+) -> None:
+    """The system ends a live stream whose publisher is gone for good."""
+    row = await queries.get_stream(conn, stream_id)
+    if row.status == "live":
+        await end_stream(conn, sfu, kv, settings, None, stream_id, reason=reason, ip=None)
+
+
+async def _destroy_quietly(sfu: Sfu, room: RoomSpec) -> None:
+    try:
+        await sfu.destroy_room(room.room_id, room.secret)
+    except JanusError as exc:
+        # Janus down: its rooms died with it; a restarted Janus only re-creates live ones.
+        log.warning("room_destroy_failed", room=room.room_id, error=str(exc))
+
+
+async def live_rooms(conn: Conn) -> list[RoomSpec]:
+    rows = await queries.list_streams(conn, status="live", limit=100_000)
+    return [room_of(r) for r in rows]
+
+
+async def viewer_counts(kv: Valkey, settings: Settings, stream_ids: list[int]) -> dict[int, int]:
+    """Viewers per stream: the size of each room's presence set in Valkey."""
+    if not stream_ids:
+        return {}
+    async with kv.pipeline(transaction=False) as pipe:
+        for stream_id in stream_ids:
+            pipe.hlen(kvmod.key(settings, "room", stream_id, "viewers"))
+        counts = await pipe.execute()
+    return {sid: int(n) for sid, n in zip(stream_ids, counts, strict=True)}
