@@ -25,6 +25,7 @@ ENV_PREFIX = "TIPSTREAM_"
 SECRET_FILES = {
     "session_key": "session_key",
     "database_password": "database_password",
+    "valkey_password": "valkey_password",
     "janus_api_secret": "janus_api_secret",
     "janus_admin_secret": "janus_admin_secret",
     "janus_admin_key": "janus_admin_key",
@@ -154,6 +155,8 @@ class LedgerSettings(msgspec.Struct, forbid_unknown_fields=True):
 class Secrets(msgspec.Struct):
     session_key: str | None = None
     database_password: str | None = None
+    # Valkey's requirepass; used when valkey.url carries no password of its own.
+    valkey_password: str | None = None
     janus_api_secret: str | None = None
     janus_admin_secret: str | None = None
     janus_admin_key: str | None = None

@@ -12,7 +12,11 @@ from tipstream.config import Settings
 
 def create_client(settings: Settings) -> Valkey:
     url = settings.valkey.url.replace("valkey://", "redis://", 1)
-    return Valkey.from_url(url, decode_responses=False, health_check_interval=30)
+    # The password comes from the secret file (the appliance sets requirepass); a password
+    # written in the URL itself takes precedence.
+    password = settings.secrets.valkey_password
+    extra = {"password": password} if password else {}
+    return Valkey.from_url(url, decode_responses=False, health_check_interval=30, **extra)
 
 
 def key(settings: Settings, *parts: str | int) -> str:
