@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tipctl import audit_cmd, config_cmd, db_cmd, doctor_cmd, run_cmd, user_cmd
+from tipctl import audit_cmd, config_cmd, db_cmd, doctor_cmd, ledger_cmd, run_cmd, user_cmd
 from tipctl.common import set_config_path
 
 app = typer.Typer(
@@ -31,4 +31,5 @@ app.add_typer(user_cmd.app, name="user")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(run_cmd.app, name="run")
+app.add_typer(ledger_cmd.app, name="ledger")
 app.command("doctor")(doctor_cmd.doctor)

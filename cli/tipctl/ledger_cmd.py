@@ -1,0 +1,213 @@
+"""tipctl ledger verify|balance|history|relay-outbox"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import psycopg
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from valkey.asyncio import Valkey
+
+from tipctl.common import (
+    EXIT_NOTHING_TO_DO,
+    err,
+    fail,
+    out,
+    print_json,
+    print_table,
+    settings,
+    with_conn,
+    with_conn_kv,
+)
+from tipctl.common import (
+    run as run_service,
+)
+from tipstream.accounts import service as accounts
+from tipstream.db import Conn
+from tipstream.ledger import outbox, wallets
+from tipstream.ledger import verify as ledger_verify
+from tipstream.ledger.schemas import AccountBalance, HistoryPage, VerifyReport
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """tipctl's run, with a missing ledger schema explained."""
+    try:
+        return run_service(coro)
+    except psycopg.errors.UndefinedTable:
+        fail("the ledger tables are missing: run tipctl db migrate")
+
+
+app = typer.Typer(
+    help="The ledger: verify the books, balances, history, outbox.", no_args_is_help=True
+)
+
+
+@app.command("verify")
+def verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Prove the books: every asset sums to zero, every balance equals its transfers, no
+    forbidden negative balance, every tip has its split, every purchase its processor event.
+    Exit 1 if any check fails."""
+    cfg = settings()
+
+    async def check(conn: Conn) -> VerifyReport:
+        if as_json:
+            return await ledger_verify.verify(conn)
+        with Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def progress(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done, total=total)
+
+            return await ledger_verify.verify(conn, progress)
+
+    report = run(with_conn(cfg, check))
+    if as_json:
+        print_json(report)
+    else:
+        for c in report.checks:
+            mark = "[green]ok  [/green]" if c.ok else "[red]FAIL[/red]"
+            out.print(f"{mark} {c.name} ({c.checked} checked)", highlight=False)
+            for problem in c.problems:
+                out.print(f"       {problem}", markup=False, highlight=False)
+        for note in report.notes:
+            out.print(f"note {note}", markup=False, highlight=False)
+        passed = sum(c.ok for c in report.checks)
+        out.print(f"done: {passed} checks passed, {len(report.checks) - passed} failed")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+async def _resolve_owner(conn: Conn, who: str) -> int | None:
+    if who == "platform":
+        return None
+    return (await accounts.find_user(conn, who)).id
+
+
+@app.command("balance")
+def balance(
+    who: str = typer.Argument(..., help="User id or email, or 'platform'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every account of a user (or of the platform), shards added up."""
+    cfg = settings()
+
+    async def fetch(conn: Conn) -> list[AccountBalance]:
+        owner = await _resolve_owner(conn, who)
+        return await wallets.account_balances(conn, cfg, owner)
+
+    rows = run(with_conn(cfg, fetch))
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print(f"{who} has no ledger accounts yet")
+        raise typer.Exit(EXIT_NOTHING_TO_DO)
+    print_table(
+        [
+            "asset",
+            "kind",
+            "code",
+            "balance",
+            "pending debits",
+            "pending credits",
+            "shards",
+            "frozen",
+        ],
+        [
+            (
+                r.asset,
+                r.kind,
+                r.code,
+                r.balance_display,
+                r.pending_debits,
+                r.pending_credits,
+                r.shards,
+                "FROZEN" if r.frozen else "",
+            )
+            for r in rows
+        ],
+    )
+
+
+@app.command("history")
+def history(
+    who: str = typer.Argument(..., help="User id or email."),
+    account: str = typer.Option("wallet", "--account", help="wallet or earnings."),
+    limit: int = typer.Option(50, "--limit", min=1, max=1000),
+    cursor: str | None = typer.Option(None, "--cursor", help="next_cursor of the page before."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (keys as the API's)."),
+) -> None:
+    """A user's transfers, newest first, with the cursor for the next page."""
+    if account not in ("wallet", "earnings"):
+        fail("--account must be wallet or earnings", 2)
+    cfg = settings()
+
+    async def fetch(conn: Conn) -> HistoryPage:
+        owner = await _resolve_owner(conn, who)
+        if owner is None:
+            fail("history is per user; use 'tipctl ledger balance platform' for the platform")
+        return await wallets.history_page(
+            conn, cfg, owner, kinds=(account,), cursor=cursor, limit=limit
+        )
+
+    page = run(with_conn(cfg, fetch))
+    if as_json:
+        print_json(page)
+        return
+    print_table(
+        ["seq", "at", "kind", "amount", "asset", "phase", "reference"],
+        [
+            (
+                e.seq,
+                e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.kind,
+                e.amount_display,
+                e.asset,
+                e.phase,
+                e.reference,
+            )
+            for e in page.items
+        ],
+    )
+    if page.next_cursor:
+        out.print(f"more: --cursor {page.next_cursor}")
+
+
+@app.command("relay-outbox")
+def relay_outbox(
+    grace: float | None = typer.Option(
+        None, "--grace", min=0, help="Seconds to leave young rows (default: config)."
+    ),
+) -> None:
+    """Publish every outbox event a crash left unpublished (the worker does this every few
+    seconds; this is the same job by hand)."""
+    cfg = settings()
+
+    async def relay(conn: Conn, kv: Valkey) -> int:
+        return await outbox.relay(conn, kv, cfg, grace_seconds=grace)
+
+    count = run(with_conn_kv(cfg, relay))
+    if count == 0:
+        out.print("outbox empty: nothing to publish")
+        raise typer.Exit(EXIT_NOTHING_TO_DO)
+    out.print(f"done: {count} published")

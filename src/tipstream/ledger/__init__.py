@@ -1,0 +1,1 @@
+"""The token economy: a double-entry ledger (accounts, transfers, wallets), tips, the outbox."""
