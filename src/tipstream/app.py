@@ -24,6 +24,7 @@ from tipstream.config import Settings, load_settings
 from tipstream.deps import DEPENDENCIES
 from tipstream.errors import EXCEPTION_HANDLERS
 from tipstream.health import routes as health_routes
+from tipstream.ledger import routes as ledger_routes
 from tipstream.observability import RequestIdMiddleware, configure_logging, prometheus_config
 from tipstream.rooms import routes as rooms_routes
 
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *health_routes.ROUTES,
             *accounts_routes.ROUTES,
             *audit_routes.ROUTES,
+            *ledger_routes.ROUTES,
             *rooms_routes.ROUTES,
             docs_assets,
         ],

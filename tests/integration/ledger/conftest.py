@@ -32,15 +32,23 @@ async def insert_user(conn: Conn, role: str = "viewer", name: str = "Ledger Test
 
 
 async def insert_stream(conn: Conn, performer_id: int, status: str = "live") -> int:
+    """A stream row in this state, as the Live rooms domain leaves it (a live stream has its
+    Janus room; these tests never talk to Janus)."""
     cur = await conn.execute(
         """
-        INSERT INTO streams (performer_id, title, status, started_at, ended_at)
-        VALUES (%s, 'test stream', %s,
-                CASE WHEN %s <> 'scheduled' THEN now() END,
-                CASE WHEN %s = 'ended' THEN now() END)
+        INSERT INTO streams (performer_id, title, status, started_at, ended_at, end_reason,
+                             janus_room_id, janus_room_secret, janus_room_pin)
+        VALUES (%(performer)s, 'test stream', %(status)s::text::stream_status,
+                CASE WHEN %(status)s::text <> 'scheduled' THEN now() END,
+                CASE WHEN %(status)s::text = 'ended' THEN now() END,
+                CASE WHEN %(status)s::text = 'ended' THEN 'test' END,
+                CASE WHEN %(status)s::text = 'live'
+                     THEN (random() * 9e15)::bigint + nextval('streams_id_seq') END,
+                CASE WHEN %(status)s::text = 'live' THEN md5(random()::text) END,
+                CASE WHEN %(status)s::text = 'live' THEN md5(random()::text) END)
         RETURNING id
         """,
-        (performer_id, status, status, status),
+        {"performer": performer_id, "status": status},
     )
     row = await cur.fetchone()
     assert row is not None
