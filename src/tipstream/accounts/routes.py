@@ -13,6 +13,7 @@ from valkey.asyncio import Valkey
 
 from tipstream.accounts import guards, service, sessions
 from tipstream.accounts.schemas import (
+    NO_NUL,
     ApiToken,
     ApiTokenRequest,
     ChangePasswordRequest,
@@ -203,9 +204,9 @@ class UserAdminController(Controller):
         self,
         conn: Conn,
         role: Role | None = None,
-        q: Annotated[str | None, Parameter(max_length=100)] = None,
+        q: Annotated[str | None, Parameter(max_length=100, pattern=NO_NUL)] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=2**63 - 1)] = 0,
     ) -> list[User]:
         return await service.list_users(conn, role=role, search=q, limit=limit, offset=offset)
 

@@ -11,16 +11,23 @@ Role = Literal["viewer", "performer", "moderator", "admin"]
 SelfServiceRole = Literal["viewer", "performer"]
 STAFF_ROLES: frozenset[str] = frozenset({"moderator", "admin"})
 
+# Postgres text cannot hold NUL, and names are shown to others: no control characters, and
+# something other than blanks (the service strips them).
+_EMAIL_PART = r"[^@\s\x00-\x1f\x7f]+"
+PRINTABLE = r"^(?=.*\S)[^\x00-\x1f\x7f]+$"
+NO_NUL = r"^[^\x00]*$"
 Email = Annotated[
     str,
-    msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    msgspec.Meta(
+        min_length=3, max_length=254, pattern=rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$"
+    ),
 ]
 Password = Annotated[str, msgspec.Meta(min_length=10, max_length=256)]
 AnyPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=PRINTABLE)]
 TotpCode = Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")]
 RecoveryCode = Annotated[str, msgspec.Meta(min_length=8, max_length=32)]
-TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=PRINTABLE)]
 
 
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,7 +91,7 @@ class SetRoleRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DisableRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=PRINTABLE)]
 
 
 class PermissionsRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -80,7 +80,7 @@ async def insert_entry(
     return row
 
 
-async def iter_entries(conn: Conn) -> AsyncIterator[AuditRow]:
+async def iter_entries(conn: Conn) -> AsyncGenerator[AuditRow, None]:
     """Every entry in chain order, streamed with a server-side cursor."""
     async with (
         conn.transaction(),

@@ -24,7 +24,7 @@ class AuditController(Controller):
         conn: Conn,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
         actor_id: Annotated[int | None, Parameter(gt=0, le=2**63 - 1)] = None,
-        action: Annotated[str | None, Parameter(max_length=64)] = None,
+        action: Annotated[str | None, Parameter(max_length=64, pattern=r"^[^\x00]*$")] = None,
     ) -> list[AuditEntry]:
         return await service.tail(conn, limit=limit, actor_id=actor_id, action=action)
 

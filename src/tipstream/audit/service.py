@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,34 +95,37 @@ async def verify(conn: Conn) -> VerifyResult:
     """Walk the chain; report the first entry whose link or content does not check out."""
     prev = GENESIS_HASH
     checked = 0
-    async for row in queries.iter_entries(conn):
-        if row.prev_hash != prev:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                broken_id=row.id,
-                reason="prev_hash does not match the entry before it (a row was removed or "
-                "reordered)",
+    # aclosing: returning at a broken link must end the generator's transaction and cursor now,
+    # not whenever it is garbage-collected (by then the connection may serve someone else).
+    async with aclosing(queries.iter_entries(conn)) as entries:
+        async for row in entries:
+            if row.prev_hash != prev:
+                return VerifyResult(
+                    ok=False,
+                    checked=checked,
+                    broken_id=row.id,
+                    reason="prev_hash does not match the entry before it (a row was removed or "
+                    "reordered)",
+                )
+            expected = entry_hash(
+                prev,
+                at=row.at,
+                actor_id=row.actor_id,
+                action=row.action,
+                target_type=row.target_type,
+                target_id=row.target_id,
+                ip=row.ip,
+                details=row.details,
             )
-        expected = entry_hash(
-            prev,
-            at=row.at,
-            actor_id=row.actor_id,
-            action=row.action,
-            target_type=row.target_type,
-            target_id=row.target_id,
-            ip=row.ip,
-            details=row.details,
-        )
-        if expected != row.hash:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                broken_id=row.id,
-                reason="content does not match its hash (the row was edited)",
-            )
-        prev = row.hash
-        checked += 1
+            if expected != row.hash:
+                return VerifyResult(
+                    ok=False,
+                    checked=checked,
+                    broken_id=row.id,
+                    reason="content does not match its hash (the row was edited)",
+                )
+            prev = row.hash
+            checked += 1
     return VerifyResult(ok=True, checked=checked)
 
 
