@@ -1,0 +1,50 @@
+"""Shared helpers for the appliance tests: where the repo and the Ansible tools are."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = ROOT / "ansible"
+
+
+def venv_tool(name: str) -> str:
+    """A console script of the project's venv (ansible-playbook, ansible-lint, ...)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is missing: it comes with the dev extra (pip install -e '.[dev]', "
+            "or appliance/lib/venv.sh builds the venv from requirements.lock)"
+        )
+    return found
+
+
+def _which(binary: str) -> str | None:
+    # root's PATH may lack /usr/sbin, where Debian puts nginx and friends.
+    return shutil.which(binary, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def apt_tool(binary: str, package: str) -> str:
+    """A Debian binary the test needs, installed with apt-get when missing."""
+    found = _which(binary)
+    if found:
+        return found
+    result = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    found = _which(binary)
+    if not found:
+        pytest.fail(f"{binary} is missing and `apt-get install {package}` failed: {result.stderr}")
+    return found
