@@ -7,6 +7,9 @@
         APP_URL can log in: without a password where the server trusts loopback, else with the
         password in PASSWORD_FILE (generated there if absent), set on the role. Prints
         "trust" or "password".
+    pgtool.py dbkey ADMIN_URL DBNAME
+        print "<server system identifier>-<database oid>": names this one database on this one
+        server, and changes when the database is dropped and created again.
 
 Written in Python rather than psql so it works wherever the venv does, even against a server
 whose client tools are not installed, and so identifiers and the password are quoted properly.
@@ -127,9 +130,25 @@ def provision(admin_url: str, app_url: str, password_file: Path) -> int:
     return 0
 
 
+def dbkey(admin_url: str, dbname: str) -> int:
+    with connect(admin_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT system_identifier FROM pg_control_system()), oid"
+            " FROM pg_database WHERE datname = %s",
+            (dbname,),
+        ).fetchone()
+    if row is None:
+        print(f"pgtool: no database {dbname}", file=sys.stderr)
+        return 1
+    print(f"{row[0]}-{row[1]}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "superuser":
         return superuser(argv[1])
+    if len(argv) == 3 and argv[0] == "dbkey":
+        return dbkey(argv[1], argv[2])
     if len(argv) == 4 and argv[0] == "provision":
         return provision(argv[1], argv[2], Path(argv[3]))
     print(__doc__, file=sys.stderr)
