@@ -122,16 +122,17 @@ def service_urls() -> tuple[str, str]:
             timeout=300,
             check=False,
         )
-        if result.returncode != 0:
+        pg_url, kv_url = _service_urls()
+        problems = _probe(pg_url, kv_url)
+        if problems and result.returncode != 0:
             problems.append(
                 f"{SERVICES_SH.relative_to(ROOT)} ensure exited {result.returncode}: "
                 f"{(result.stderr or result.stdout).strip()[-2000:]}"
             )
-        pg_url, kv_url = _service_urls()
-        problems = _probe(pg_url, kv_url) or []
     if problems:
         how = (
-            f"{SERVICES_SH.relative_to(ROOT)} ensure did not bring them up"
+            f"{SERVICES_SH.relative_to(ROOT)} ensure did not bring them up (an URL set in the "
+            "environment wins over the var/services.env it writes)"
             if SERVICES_SH.exists()
             else "start Postgres and Valkey (or Redis) on loopback, or point "
             "TIPSTREAM_PG_ADMIN_URL (a superuser libpq URL) and TIPSTREAM_VALKEY_URL at them "
@@ -228,10 +229,15 @@ def _to_toml(tree: dict[str, Any]) -> str:
     def literal(value: Any) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
-        if isinstance(value, int):
-            return str(value)
+        if isinstance(value, int | float):
+            return repr(value)
         if isinstance(value, list):
             return "[" + ", ".join(literal(v) for v in value) + "]"
+        if isinstance(value, dict):
+            pairs = (
+                f"{msgspec.json.encode(str(k)).decode()} = {literal(v)}" for k, v in value.items()
+            )
+            return "{ " + ", ".join(pairs) + " }"
         return msgspec.json.encode(str(value)).decode()
 
     top = [f"{k} = {literal(v)}" for k, v in tree.items() if not isinstance(v, dict)]
@@ -262,12 +268,14 @@ async def settings(
 
 @pytest.fixture(scope="session")
 def settings_factory(
-    database_url: str, service_urls: tuple[str, str], secrets_dir: Path
+    database_url: str, service_urls: tuple[str, str], secrets_dir: Path, key_prefix: str
 ) -> Callable[..., Settings]:
-    """Settings for an extra app on the run's database; its own Valkey prefix by default."""
+    """Settings for an extra app on the run's database, e.g. ``settings_factory(security=
+    {"lockout_seconds": 5})``; its own Valkey prefix (under the run's, so it is cleaned up too)
+    unless one is given."""
 
     def build(prefix: str | None = None, **sections: Any) -> Settings:
-        prefix = prefix or f"tstest:{uuid.uuid4().hex[:12]}:"
+        prefix = prefix or f"{key_prefix}{uuid.uuid4().hex[:8]}:"
         return make_settings(database_url, service_urls[1], secrets_dir, prefix, **sections)
 
     return build
