@@ -146,7 +146,7 @@ class LedgerSettings(msgspec.Struct, forbid_unknown_fields=True):
     tips_per_minute: int = 60
     # Credit sides of tips (platform revenue, token liability, burned tokens, each performer's
     # earnings) are spread over this many shard rows, so tips do not queue on one row lock.
-    hot_account_shards: int = 16
+    hot_account_shards: int = 32
     # The outbox relay leaves rows this young to the request that wrote them.
     outbox_relay_grace_seconds: int = 10
     packages: list[TokenPackage] = msgspec.field(default_factory=_default_packages)

@@ -104,11 +104,12 @@ CREATE TRIGGER ledger_accounts_no_truncate
     BEFORE TRUNCATE ON ledger_accounts
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
 
--- Balance columns move only inside the transfer trigger (trigger depth 2); an UPDATE issued
--- directly (depth 1) may change the frozen state and nothing else.
+-- Balance columns move only inside the transfer trigger; an UPDATE issued directly (trigger
+-- depth 0, see the WHEN below, which also keeps this off the hot path) may change the frozen
+-- state and nothing else.
 CREATE FUNCTION ledger_accounts_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF pg_trigger_depth() < 2 AND (
+    IF (
         NEW.debits_pending <> OLD.debits_pending OR NEW.debits_posted <> OLD.debits_posted
         OR NEW.credits_pending <> OLD.credits_pending OR NEW.credits_posted <> OLD.credits_posted
         OR NEW.owner_id IS DISTINCT FROM OLD.owner_id OR NEW.asset <> OLD.asset
@@ -125,7 +126,7 @@ $$;
 
 CREATE TRIGGER ledger_accounts_guard
     BEFORE UPDATE ON ledger_accounts
-    FOR EACH ROW EXECUTE FUNCTION ledger_accounts_guard();
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION ledger_accounts_guard();
 
 -- Tokens enter a wallet in lots: every posted credit of a wallet opens one (a purchase, a grant),
 -- and every posted debit spends the oldest open lots first, recorded in lot_spends. So each tip
@@ -249,7 +250,20 @@ CREATE TRIGGER ledger_transfers_apply
     AFTER INSERT ON ledger_transfers
     FOR EACH ROW EXECUTE FUNCTION ledger_transfers_apply();
 
--- The account for (owner, asset, kind, code, shard), created on first use.
+-- The account for (owner, asset, kind, code, shard), created on first use. (Two lookups, not
+-- "owner_id IS NOT DISTINCT FROM", which no index serves.)
+CREATE FUNCTION ledger_find_account(
+    p_owner bigint, p_asset text, p_kind text, p_code text, p_shard smallint
+) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT id FROM ledger_accounts
+     WHERE owner_id = p_owner AND asset = p_asset AND kind = p_kind AND code = p_code
+       AND shard = p_shard AND p_owner IS NOT NULL
+    UNION ALL
+    SELECT id FROM ledger_accounts
+     WHERE owner_id IS NULL AND asset = p_asset AND kind = p_kind AND code = p_code
+       AND shard = p_shard AND p_owner IS NULL
+$$;
+
 CREATE FUNCTION ledger_account_id(
     p_owner bigint, p_asset text, p_kind text, p_code text, p_shard smallint,
     p_no_overdraft boolean
@@ -257,21 +271,30 @@ CREATE FUNCTION ledger_account_id(
 DECLARE
     found_id bigint;
 BEGIN
-    SELECT id INTO found_id FROM ledger_accounts
-     WHERE owner_id IS NOT DISTINCT FROM p_owner AND asset = p_asset AND kind = p_kind
-       AND code = p_code AND shard = p_shard;
-    IF FOUND THEN
-        RETURN found_id;
-    END IF;
-    INSERT INTO ledger_accounts (owner_id, asset, kind, code, shard, debits_must_not_exceed_credits)
-    VALUES (p_owner, p_asset, p_kind, p_code, p_shard, p_no_overdraft)
-    ON CONFLICT ON CONSTRAINT ledger_accounts_identity DO NOTHING
-    RETURNING id INTO found_id;
-    IF found_id IS NULL THEN
-        SELECT id INTO found_id FROM ledger_accounts
-         WHERE owner_id IS NOT DISTINCT FROM p_owner AND asset = p_asset AND kind = p_kind
-           AND code = p_code AND shard = p_shard;
-    END IF;
+    -- Spelled out (not via ledger_find_account) so PL/pgSQL caches both plans: this runs four
+    -- times per tip.
+    FOR attempt IN 1..2 LOOP
+        IF p_owner IS NULL THEN
+            SELECT id INTO found_id FROM ledger_accounts
+             WHERE owner_id IS NULL AND asset = p_asset AND kind = p_kind AND code = p_code
+               AND shard = p_shard;
+        ELSE
+            SELECT id INTO found_id FROM ledger_accounts
+             WHERE owner_id = p_owner AND asset = p_asset AND kind = p_kind AND code = p_code
+               AND shard = p_shard;
+        END IF;
+        IF found_id IS NOT NULL OR attempt = 2 THEN
+            RETURN found_id;
+        END IF;
+        INSERT INTO ledger_accounts
+            (owner_id, asset, kind, code, shard, debits_must_not_exceed_credits)
+        VALUES (p_owner, p_asset, p_kind, p_code, p_shard, p_no_overdraft)
+        ON CONFLICT ON CONSTRAINT ledger_accounts_identity DO NOTHING
+        RETURNING id INTO found_id;
+        IF found_id IS NOT NULL THEN
+            RETURN found_id;
+        END IF;
+    END LOOP;
     RETURN found_id;
 END
 $$;
@@ -291,8 +314,10 @@ SELECT a.owner_id AS user_id,
 CREATE TABLE tips (
     id                        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     viewer_id                 bigint NOT NULL REFERENCES users (id),
-    performer_id              bigint NOT NULL REFERENCES users (id),
-    stream_id                 bigint NOT NULL REFERENCES streams (id),
+    -- No foreign keys on these two: a key check would share-lock the hot performer's user row
+    -- and the stream row for every tip. ledger_post_tip reads both from the stream row.
+    performer_id              bigint NOT NULL,
+    stream_id                 bigint NOT NULL,
     -- The client's Idempotency-Key and a hash of the request body: the same key with the same
     -- body answers the original tip; with another body it is refused (TS010).
     idempotency_key           text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 200),
