@@ -19,6 +19,7 @@ from tests.helpers import (
     assert_problem,
     running_app,
     scalar,
+    wrong_totp,
 )
 from tipstream.config import Settings
 from tipstream.db import Conn
@@ -187,3 +188,19 @@ async def test_trusted_proxy_forwarded_address_is_the_one_counted(
             headers={"x-forwarded-for": "198.18.9.10"},
         )
         assert other.status_code == 200, other.text
+
+
+async def test_wrong_2fa_codes_count_towards_the_lock(
+    workers: Workers, make_user: UserFactory, new_browser: BrowserFactory
+) -> None:
+    """Someone who has the password cannot try 2FA codes without end."""
+    one, two = workers
+    user = await make_user("throttled-2fa", client=one, peer=fresh_ip())
+    await user.enroll_totp()
+    assert user.totp_secret is not None
+    for n in range(ACCOUNT_LIMIT):
+        guesser = on(new_browser, one if n % 2 else two, user, fresh_ip())
+        assert_problem(await guesser.login(totp_code=wrong_totp(user.totp_secret)), 401)
+    owner = on(new_browser, two, user, fresh_ip())
+    owner.totp_secret = user.totp_secret
+    assert_problem(await owner.login_with_totp(), 429, "login-locked")
