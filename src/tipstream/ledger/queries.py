@@ -211,8 +211,8 @@ async def find_account(
         await cur.execute(
             """
             SELECT * FROM ledger_accounts
-            WHERE owner_id IS NOT DISTINCT FROM %(owner_id)s AND asset = %(asset)s
-              AND kind = %(kind)s AND code = %(code)s AND shard = %(shard)s
+            WHERE id = ledger_find_account(%(owner_id)s::bigint, %(asset)s, %(kind)s, %(code)s,
+                                           %(shard)s::smallint)
             """,
             {"owner_id": owner_id, "asset": asset, "kind": kind, "code": code, "shard": shard},
         )
@@ -224,7 +224,7 @@ async def accounts_of(conn: Conn, owner_id: int | None) -> list[AccountRow]:
         await cur.execute(
             """
             SELECT * FROM ledger_accounts
-            WHERE owner_id IS NOT DISTINCT FROM %(owner_id)s
+            WHERE (owner_id = %(owner_id)s OR (owner_id IS NULL AND %(owner_id)s::bigint IS NULL))
             ORDER BY asset, kind, code, shard
             """,
             {"owner_id": owner_id},
@@ -244,7 +244,7 @@ async def account_totals(conn: Conn, owner_id: int | None) -> list[AccountTotal]
                    sum(credits_posted)::bigint AS credits_posted,
                    bool_or(frozen_at IS NOT NULL) AS frozen
             FROM ledger_accounts
-            WHERE owner_id IS NOT DISTINCT FROM %(owner_id)s
+            WHERE (owner_id = %(owner_id)s OR (owner_id IS NULL AND %(owner_id)s::bigint IS NULL))
             GROUP BY owner_id, asset, kind, code
             ORDER BY asset, kind, code
             """,
