@@ -36,3 +36,16 @@ def api(
         log_access=False,
     )
     server.serve()
+
+
+@app.command("worker")
+def worker(
+    threads: int = typer.Option(4, "--threads", min=1, max=64, help="dramatiq worker threads."),
+) -> None:
+    """Run the dramatiq worker (payouts, webhooks, the outbox relay) and the periodic scheduler."""
+    cfg = settings()
+    from tipstream.observability import configure_logging
+    from tipstream.workers.main import run_worker
+
+    configure_logging(cfg)
+    run_worker(cfg, threads=threads)
