@@ -201,9 +201,14 @@ def _read_secrets(secrets_dir: Path | None) -> dict[str, str]:
     for name, file_name in SECRET_FILES.items():
         for directory in dirs:
             path = directory / file_name
-            if path.is_file():
-                found[name] = path.read_text().strip()
-                break
+            try:
+                if path.is_file():
+                    found[name] = path.read_text().strip()
+                    break
+            except PermissionError:
+                # A service gets its secrets as systemd credentials; the root-only secrets_dir
+                # named in the shared config is not for it to read.
+                continue
     return found
 
 
