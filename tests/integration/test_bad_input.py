@@ -285,7 +285,7 @@ JSON_LEAF = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=80),
 )
 JSON = st.recursive(
