@@ -96,6 +96,35 @@ class JanusSettings(msgspec.Struct, forbid_unknown_fields=True):
     bitrate_bps: int = 2_500_000
 
 
+def _default_emotes() -> dict[str, str]:
+    return {
+        ":heart:": "\u2764\ufe0f",
+        ":fire:": "\U0001f525",
+        ":clap:": "\U0001f44f",
+        ":smile:": "\U0001f604",
+        ":kiss:": "\U0001f618",
+        ":wave:": "\U0001f44b",
+    }
+
+
+class RoomsSettings(msgspec.Struct, forbid_unknown_fields=True):
+    chat_max_length: int = 500
+    # Per user and room: at most this many messages in any chat_rate_window_seconds.
+    chat_rate_messages: int = 5
+    chat_rate_window_seconds: int = 10
+    # Messages sent to a viewer when they join.
+    chat_history: int = 50
+    # Shortcodes replaced in chat text (":heart:" -> the emoji).
+    emotes: dict[str, str] = msgspec.field(default_factory=_default_emotes)
+    # Largest frame a client may send on the room WebSocket.
+    max_frame_bytes: int = 65_536
+    # Events waiting for one client; a client that falls this far behind is dropped.
+    client_queue_size: int = 512
+    # How long a live stream waits for its publisher to come back before it ends.
+    publisher_grace_seconds: int = 60
+    viewer_count_interval_seconds: float = 2.0
+
+
 class TurnSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Given to browsers with every room join (TURN REST API: coturn use-auth-secret).
     urls: list[str] = msgspec.field(
@@ -172,6 +201,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
     janus: JanusSettings = msgspec.field(default_factory=JanusSettings)
     turn: TurnSettings = msgspec.field(default_factory=TurnSettings)
+    rooms: RoomsSettings = msgspec.field(default_factory=RoomsSettings)
     secrets_dir: str | None = None
     secrets: Secrets = msgspec.field(default_factory=Secrets)
 
@@ -287,6 +317,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError("setting janus.keepalive_seconds: must be between 1 and 45")
     if settings.turn.credential_ttl_seconds < 60:
         raise ConfigError("setting turn.credential_ttl_seconds: must be at least 60")
+    if not 1 <= settings.rooms.chat_max_length <= 4000:
+        raise ConfigError("setting rooms.chat_max_length: must be between 1 and 4000")
+    if settings.rooms.client_queue_size < 16:
+        raise ConfigError("setting rooms.client_queue_size: must be at least 16")
     for url in settings.turn.urls:
         if not url.startswith(("stun:", "turn:", "turns:")):
             raise ConfigError(f"setting turn.urls: {url!r} is not a stun:, turn: or turns: URL")

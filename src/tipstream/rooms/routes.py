@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from litestar import Controller, Litestar, get, post
+from litestar import Controller, Litestar, WebSocket, get, post, websocket
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import WebSocketException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 from valkey.asyncio import Valkey
 
@@ -17,7 +20,10 @@ from tipstream.accounts import guards
 from tipstream.accounts.service import Principal
 from tipstream.config import Settings
 from tipstream.db import Conn, Pool
+from tipstream.errors import Problem
 from tipstream.rooms import queries, service
+from tipstream.rooms import socket as room_socket_impl
+from tipstream.rooms.hub import RoomHub
 from tipstream.rooms.schemas import CreateStreamRequest, EndStreamRequest, Stream
 from tipstream.rooms.sfu import RoomSpec, Sfu
 
@@ -106,6 +112,28 @@ class StreamsController(Controller):
         return service.to_stream(row)
 
 
+async def _socket_signed_in(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """guards.signed_in for WebSockets: a refusal closes the handshake with 4401/4403."""
+    try:
+        principal = await guards.resolve_principal(connection)
+    except Problem as exc:
+        raise WebSocketException(detail=exc.detail, code=4000 + exc.status) from None
+    if principal is None:
+        raise WebSocketException(detail="sign in first", code=4401)
+
+
+setattr(_socket_signed_in, guards.GUARD_ATTR, "signed-in")
+
+
+@websocket("/ws/rooms/{stream_id:int}", guards=[_socket_signed_in])
+async def room_socket(socket: WebSocket[Any, Any, Any], stream_id: int) -> None:
+    """The room WebSocket: signaling (publish/subscribe/ICE) and chat, tips, viewer counts,
+    moderation. Authenticated by the session cookie."""
+    await room_socket_impl.serve(socket, stream_id)
+
+
 def lifespan(settings: Settings) -> Any:
     """Start the process's Janus client (and room fan-out) with the app; stop them after."""
 
@@ -119,12 +147,15 @@ def lifespan(settings: Settings) -> Any:
         # Connects to Janus on first use, so apps that never open a room never dial Janus.
         sfu = Sfu(settings, live_rooms=live_rooms)
         app.state.sfu = sfu
+        hub = RoomHub(settings, app.state.kv)
+        app.state.hub = hub
         try:
             yield
         finally:
+            await hub.close()
             await sfu.close()
 
     return rooms_lifespan
 
 
-ROUTES: list[Any] = [StreamsController]
+ROUTES: list[Any] = [StreamsController, room_socket]

@@ -46,3 +46,82 @@ class IceServer(msgspec.Struct):
     urls: list[str]
     username: str | None = None
     credential: str | None = None
+
+
+# --------------------------------------------------------------------------- room WebSocket
+# Client → server messages, tagged by "type". The room WebSocket rejects anything else.
+
+Sdp = Annotated[str, msgspec.Meta(min_length=10, max_length=60_000)]
+ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+PositiveId = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
+
+
+class IceCandidate(msgspec.Struct, forbid_unknown_fields=False):
+    candidate: Annotated[str, msgspec.Meta(max_length=1000)]
+    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
+
+
+class PublishMessage(msgspec.Struct, tag="publish", tag_field="type", forbid_unknown_fields=True):
+    """The performer's SDP offer; answered with {"type": "answer"}."""
+
+    sdp: Sdp
+
+
+class SubscribeMessage(
+    msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True
+):
+    """A viewer asks for the stream; answered with {"type": "offer"} from Janus."""
+
+    substream: Annotated[int, msgspec.Meta(ge=0, le=2)] | None = None
+
+
+class AnswerMessage(msgspec.Struct, tag="answer", tag_field="type", forbid_unknown_fields=True):
+    """The viewer's SDP answer to the offer; media starts ({"type": "subscribed"})."""
+
+    sdp: Sdp
+
+
+class IceMessage(msgspec.Struct, tag="ice", tag_field="type", forbid_unknown_fields=True):
+    """A trickled ICE candidate; null when gathering is complete."""
+
+    candidate: IceCandidate | None = None
+
+
+class QualityMessage(msgspec.Struct, tag="quality", tag_field="type", forbid_unknown_fields=True):
+    """A viewer's quality choice when the performer sends simulcast (0 lowest .. 2 highest)."""
+
+    substream: Annotated[int, msgspec.Meta(ge=0, le=2)]
+
+
+class ChatMessage(msgspec.Struct, tag="chat", tag_field="type", forbid_unknown_fields=True):
+    text: ChatText
+
+
+ModAction = Literal["delete", "mute", "unmute", "ban", "slow"]
+
+
+class ModerateMessage(msgspec.Struct, tag="moderate", tag_field="type", forbid_unknown_fields=True):
+    """The performer or a moderator acts on the room."""
+
+    action: ModAction
+    message_id: PositiveId | None = None
+    user_id: PositiveId | None = None
+    seconds: Annotated[int, msgspec.Meta(ge=0, le=7 * 24 * 3600)] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class PingMessage(msgspec.Struct, tag="ping", tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+ClientMessage = (
+    PublishMessage
+    | SubscribeMessage
+    | AnswerMessage
+    | IceMessage
+    | QualityMessage
+    | ChatMessage
+    | ModerateMessage
+    | PingMessage
+)

@@ -11,6 +11,7 @@ veth's /30 as a relay peer (plus loopback peers), on top of the production deny 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import secrets
@@ -18,12 +19,14 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -117,15 +120,20 @@ def media_secrets(secrets_dir: Path) -> MediaSecrets:
 class ManagedProcess:
     """A server we started; its output goes to a log file shown when it fails."""
 
-    def __init__(self, name: str, command: list[str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, command: list[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.command = command
         self.log_path = log_path
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+        )
         log.close()
 
     def stop(self) -> None:
@@ -313,3 +321,110 @@ async def rooms_client(rooms_settings: Settings) -> AsyncIterator[AsyncTestClien
     """The app, configured with this run's Janus and coturn."""
     async with running_app(rooms_settings) as client:
         yield client
+
+
+# --------------------------------------------------------------------------- real app servers
+
+
+def settings_toml(settings: Settings, public_url: str) -> str:
+    """The few settings an app process needs to join this run (the rest are defaults)."""
+
+    def q(value: object) -> str:
+        return json.dumps(value)
+
+    return "\n".join(
+        [
+            f"secrets_dir = {q(settings.secrets_dir)}",
+            "[server]",
+            f"public_url = {q(public_url)}",
+            "[database]",
+            f"url = {q(settings.database.url)}",
+            "pool_min = 1",
+            "pool_max = 4",
+            "[valkey]",
+            f"url = {q(settings.valkey.url)}",
+            f"key_prefix = {q(settings.valkey.key_prefix)}",
+            "[security]",
+            "cookie_secure = false",
+            "login_failures_per_ip = 1000000",
+            "[logging]",
+            'level = "WARNING"',
+            "[janus]",
+            f"ws_url = {q(settings.janus.ws_url)}",
+            f"keepalive_seconds = {settings.janus.keepalive_seconds}",
+            "[turn]",
+            f"urls = {q(settings.turn.urls)}",
+            "[rooms]",
+            f"client_queue_size = {settings.rooms.client_queue_size}",
+            f"publisher_grace_seconds = {settings.rooms.publisher_grace_seconds}",
+            "",
+        ]
+    )
+
+
+@dataclass
+class AppServer:
+    """One app process (granian, one worker) on loopback: what production runs."""
+
+    process: ManagedProcess
+    base_url: str
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1)
+
+
+AppServerFactory = Callable[..., Awaitable[AppServer]]
+
+
+@pytest.fixture(scope="session")
+async def app_server_factory(
+    rooms_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AppServerFactory]:
+    started: list[AppServer] = []
+    workdir = tmp_path_factory.mktemp("apps")
+
+    async def start(settings: Settings | None = None) -> AppServer:
+        settings = settings or rooms_settings
+        port = _free_port(socket.SOCK_STREAM)
+        base_url = f"http://127.0.0.1:{port}"
+        config = workdir / f"app-{port}.toml"
+        config.write_text(settings_toml(settings, base_url))
+        granian = str(Path(sys.executable).parent / "granian")
+        command = [
+            granian,
+            "--interface", "asgi",
+            "--factory",
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--workers", "1",
+            "--ws",
+            "tipstream.app:create_app",
+        ]  # fmt: skip
+        env = {**os.environ, "TIPSTREAM_CONFIG": str(config)}
+        process = ManagedProcess("app", command, workdir / f"app-{port}.log", env)
+        process.start()
+        server = AppServer(process, base_url)
+        started.append(server)
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as http:
+            while True:
+                process.check_alive()
+                try:
+                    if (await http.get(f"{base_url}/healthz", timeout=1)).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app did not start on {base_url}:\n{process.log_tail()}")
+                await asyncio.sleep(0.2)
+        return server
+
+    yield start
+    for server in started:
+        server.process.stop()
+
+
+@pytest.fixture(scope="session")
+async def app_server(app_server_factory: AppServerFactory) -> AppServer:
+    return await app_server_factory()

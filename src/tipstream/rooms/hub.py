@@ -1,0 +1,177 @@
+"""Room fan-out for one process: one Valkey subscription per room, each event relayed to the
+room's sockets as the bytes it was published as (serialized once, by its publisher).
+
+Every app process (granian worker, host) has one ``RoomHub``. A room's channel is subscribed
+while at least one of the process's sockets is in the room. Each socket has a bounded outbox:
+a socket whose outbox is full is too slow to keep up and is dropped with close code 4408, so a
+stalled viewer never makes the process buffer without bound nor delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+from valkey.asyncio import Valkey
+from valkey.asyncio.client import PubSub
+
+from tipstream import kv as kvmod
+from tipstream.config import Settings
+
+log = structlog.get_logger("tipstream.rooms.hub")
+
+CLOSE_SLOW_CONSUMER = 4408
+
+
+class _Peek(msgspec.Struct):
+    """The fields of a room event the hub itself acts on; the rest is passed through."""
+
+    type: str = ""
+    user_id: int | None = None
+
+
+@dataclass(eq=False)
+class Member:
+    """One socket in a room: its outbox and who is behind it."""
+
+    user_id: int
+    is_performer: bool
+    outbox: asyncio.Queue[str | None]
+    # Set when the hub wants the socket closed (slow, banned, stream ended): the close code.
+    close_code: int | None = None
+    close_reason: str = ""
+
+    def deliver(self, text: str) -> bool:
+        if self.close_code is not None:
+            return False
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self.close(CLOSE_SLOW_CONSUMER, "too slow: events were piling up", drop_backlog=True)
+            return False
+        return True
+
+    def close(self, code: int, reason: str, *, drop_backlog: bool = False) -> None:
+        """Ask the writer to close the socket after what is queued (or at once, dropping the
+        backlog, for a client that can't keep up)."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+            while (drop_backlog and not self.outbox.empty()) or self.outbox.full():
+                self.outbox.get_nowait()
+            self.outbox.put_nowait(None)
+
+
+# Called with the room's stream id and the decoded event for events the process acts on.
+EventHook = Callable[[int, _Peek, "Room"], Awaitable[None] | None]
+
+
+@dataclass(eq=False)
+class Room:
+    stream_id: int
+    channel: str
+    members: set[Member] = field(default_factory=set)
+    delivered: int = 0
+
+
+class RoomHub:
+    def __init__(self, settings: Settings, kv: Valkey) -> None:
+        self.settings = settings
+        self.kv = kv
+        self.rooms: dict[str, Room] = {}
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._subscribed = asyncio.Event()
+
+    def channel(self, stream_id: int) -> str:
+        return kvmod.key(self.settings, "room", stream_id)
+
+    async def join(self, stream_id: int, user_id: int, *, is_performer: bool) -> Member:
+        member = Member(
+            user_id, is_performer, asyncio.Queue(maxsize=self.settings.rooms.client_queue_size)
+        )
+        channel = self.channel(stream_id)
+        async with self._lock:
+            room = self.rooms.get(channel)
+            if room is None:
+                room = self.rooms[channel] = Room(stream_id, channel)
+                if self._pubsub is None:
+                    self._pubsub = self.kv.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe(channel)
+                if self._reader is None or self._reader.done():
+                    self._reader = asyncio.create_task(self._read(), name="room-hub")
+            room.members.add(member)
+        return member
+
+    async def leave(self, stream_id: int, member: Member) -> None:
+        channel = self.channel(stream_id)
+        async with self._lock:
+            room = self.rooms.get(channel)
+            if room is None:
+                return
+            room.members.discard(member)
+            if not room.members:
+                del self.rooms[channel]
+                if self._pubsub is not None:
+                    await self._pubsub.unsubscribe(channel)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        for room in self.rooms.values():
+            for member in room.members:
+                member.close(1001, "server shutting down")
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        pubsub = self._pubsub
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("room_hub_read_failed", error=type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            if message is None or message.get("type") != "message":
+                if not pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+            room = self.rooms.get(channel)
+            if room is not None:
+                self.dispatch(room, message["data"])
+
+    def dispatch(self, room: Room, data: bytes | str) -> None:
+        """Relay one published event to every member: decoded once, the same text for all."""
+        text = data.decode() if isinstance(data, bytes) else data
+        try:
+            peek = msgspec.json.decode(text, type=_Peek)
+        except msgspec.DecodeError:
+            log.warning("room_event_not_json", stream=room.stream_id)
+            return
+        for member in list(room.members):
+            if peek.type == "stream_ended":
+                member.deliver(text)
+                member.close(4409, "the stream has ended")
+                continue
+            if peek.type == "banned" and peek.user_id == member.user_id:
+                member.deliver(text)
+                member.close(4403, "banned from this room")
+                continue
+            if member.deliver(text):
+                room.delivered += 1
+
+    def stats(self) -> dict[int, int]:
+        return {room.stream_id: len(room.members) for room in self.rooms.values()}
