@@ -23,12 +23,14 @@ TS_VENV_LOADED=1
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# An interpreter >= 3.11 that can create venvs (Debian moves ensurepip to python3-venv).
+# An interpreter >= 3.11 that can create venvs (Debian moves ensurepip to python3-venv). Never
+# one inside a venv: once .venv/bin is on PATH (nested scripts), `python3` is .venv's own.
 _ts_base_python() {
   local cand path
   for cand in ${TIPSTREAM_PYTHON_BASE:+"$TIPSTREAM_PYTHON_BASE"} python3 /usr/bin/python3; do
     path=$(command -v "$cand" 2>/dev/null) || continue
-    "$path" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || continue
+    "$path" -c 'import sys; sys.exit(sys.version_info < (3, 11) or sys.prefix != sys.base_prefix)' \
+      2>/dev/null || continue
     if ! "$path" -c 'import ensurepip, venv' 2>/dev/null; then
       [[ $path == /usr/bin/* ]] || continue
       ts_apt_ensure python3-venv
@@ -59,7 +61,7 @@ print(json.dumps({
     "python": project.get("requires-python"),
     "dependencies": project.get("dependencies", []),
     "optional": project.get("optional-dependencies", {}),
-    "interpreter": [sys.version, sys.executable, platform.machine()],
+    "interpreter": [sys.version, sys.base_prefix, platform.machine()],
 }, sort_keys=True))
 PY
   } | sha256sum | cut -c1-16
