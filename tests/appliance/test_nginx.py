@@ -49,6 +49,10 @@ class _EchoApp(BaseHTTPRequestHandler):
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        # The real app sets some security headers itself; nginx must send each once.
+        self.send_header("Referrer-Policy", "same-origin")
+        self.send_header("X-Frame-Options", "SAMEORIGIN")
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -200,6 +204,9 @@ def test_https_proxies_to_the_app_with_security_headers(site: Site) -> None:
     assert seen["x-forwarded-for"].endswith("127.0.0.1")
     assert len(seen["x-request-id"]) == 32
     headers = response.headers
+    for name in ("x-frame-options", "referrer-policy", "x-content-type-options"):
+        assert len(headers.get_list(name)) == 1, (name, headers.get_list(name))
+    assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
     assert headers["strict-transport-security"].startswith("max-age=63072000")
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["x-frame-options"] == "DENY"
