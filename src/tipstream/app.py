@@ -26,6 +26,7 @@ from tipstream.errors import EXCEPTION_HANDLERS
 from tipstream.health import routes as health_routes
 from tipstream.ledger import routes as ledger_routes
 from tipstream.observability import RequestIdMiddleware, configure_logging, prometheus_config
+from tipstream.payments import routes as payments_routes
 from tipstream.rooms import routes as rooms_routes
 
 API_DOCS_ASSETS = "/api/docs-assets"
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *health_routes.ROUTES,
             *accounts_routes.ROUTES,
             *audit_routes.ROUTES,
+            *payments_routes.ROUTES,
             *ledger_routes.ROUTES,
             *rooms_routes.ROUTES,
             docs_assets,

@@ -9,6 +9,7 @@ Secrets are never read from the TOML file or the environment: only from files in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -30,6 +31,10 @@ SECRET_FILES = {
     "janus_admin_secret": "janus_admin_secret",
     "janus_admin_key": "janus_admin_key",
     "turn_secret": "turn_secret",
+    "ccbill_salt": "ccbill_salt",
+    "verotel_signature_key": "verotel_signature_key",
+    "stripe_api_key": "stripe_api_key",
+    "stripe_webhook_secret": "stripe_webhook_secret",
 }
 REQUIRED_SECRETS = ("session_key",)
 
@@ -181,6 +186,52 @@ class LedgerSettings(msgspec.Struct, forbid_unknown_fields=True):
     packages: list[TokenPackage] = msgspec.field(default_factory=_default_packages)
 
 
+class CcbillSettings(msgspec.Struct, forbid_unknown_fields=True):
+    client_accnum: str = ""
+    client_subacc: str = ""
+    # The FlexForms payment flow id (Admin Portal → FlexForms).
+    flex_id: str = ""
+    flexforms_url: str = "https://api.ccbill.com/wap-frontflex/flexforms"
+    # ISO 4217 numeric code of ledger.currency (840 = USD, 978 = EUR).
+    currency_code: str = "840"
+    # A single (non-recurring) price is sold for this many days (CCBill: 2 to 365).
+    initial_period_days: int = 2
+    # CCBill webhooks carry no signature: only these source networks are heard at all.
+    webhook_networks: list[str] = msgspec.field(default_factory=list)
+
+
+class VerotelSettings(msgspec.Struct, forbid_unknown_fields=True):
+    shop_id: str = ""
+    flexpay_url: str = "https://secure.verotel.com/startorder"
+
+
+class StripeSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Replay tolerance of webhook signatures, as the stripe library applies it.
+    tolerance_seconds: int = 300
+    api_base: str = "https://api.stripe.com"
+
+
+class PaymentsSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Processors offered at checkout: dev, ccbill, verotel, stripe.
+    processors: list[str] = msgspec.field(default_factory=lambda: ["dev"])
+    dev_webhook_tolerance_seconds: int = 300
+    # Who bears a chargeback against tokens already tipped: the platform's reserve, or the
+    # performers the tokens reached (from their earnings; the rest from the reserve).
+    chargeback_policy: str = "reserve"
+    # Tip earnings become payable this many days after the tip (the chargeback window).
+    earnings_hold_days: int = 30
+    payout_minimum: str = "50.00"
+    # Payouts above this need a second admin's approval (two-person rule).
+    payout_second_approval_above: str = "1000.00"
+    # The platform's own account, the debtor of the SEPA credit transfers (pain.001).
+    sepa_debtor_name: str = "tipstream operator"
+    sepa_debtor_iban: str = "DE89370400440532013000"
+    sepa_debtor_bic: str = "COBADEFFXXX"
+    ccbill: CcbillSettings = msgspec.field(default_factory=CcbillSettings)
+    verotel: VerotelSettings = msgspec.field(default_factory=VerotelSettings)
+    stripe: StripeSettings = msgspec.field(default_factory=StripeSettings)
+
+
 class Secrets(msgspec.Struct):
     session_key: str | None = None
     database_password: str | None = None
@@ -190,6 +241,12 @@ class Secrets(msgspec.Struct):
     janus_admin_secret: str | None = None
     janus_admin_key: str | None = None
     turn_secret: str | None = None
+    # Payment processors (payments.processors): CCBill's FlexForms salt, Verotel's FlexPay
+    # signature key, Stripe's API key and webhook signing secret.
+    ccbill_salt: str | None = None
+    verotel_signature_key: str | None = None
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -199,6 +256,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
+    payments: PaymentsSettings = msgspec.field(default_factory=PaymentsSettings)
     janus: JanusSettings = msgspec.field(default_factory=JanusSettings)
     turn: TurnSettings = msgspec.field(default_factory=TurnSettings)
     rooms: RoomsSettings = msgspec.field(default_factory=RoomsSettings)
@@ -325,6 +383,7 @@ def _check(settings: Settings) -> None:
         if not url.startswith(("stun:", "turn:", "turns:")):
             raise ConfigError(f"setting turn.urls: {url!r} is not a stun:, turn: or turns: URL")
     _check_ledger(settings.ledger)
+    _check_payments(settings.payments)
     for name in REQUIRED_SECRETS:
         value = getattr(settings.secrets, name)
         if not value:
@@ -383,6 +442,36 @@ def _check_ledger(ledger: LedgerSettings) -> None:
             raise ConfigError(
                 f"{where}: price must be positive with at most {ledger.currency_scale} decimals"
             )
+
+
+def _check_payments(payments: PaymentsSettings) -> None:
+    known = {"dev", "ccbill", "verotel", "stripe"}
+    for name in payments.processors:
+        if name not in known:
+            raise ConfigError(
+                f"setting payments.processors: unknown processor {name!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    if payments.chargeback_policy not in ("reserve", "performer"):
+        raise ConfigError("setting payments.chargeback_policy: must be reserve or performer")
+    if not 0 <= payments.earnings_hold_days <= 365:
+        raise ConfigError("setting payments.earnings_hold_days: must be between 0 and 365")
+    for name in ("payout_minimum", "payout_second_approval_above"):
+        try:
+            value = Decimal(getattr(payments, name))
+        except InvalidOperation:
+            raise ConfigError(f"setting payments.{name}: must be a decimal such as 50.00") from None
+        if not value.is_finite() or value <= 0:
+            raise ConfigError(f"setting payments.{name}: must be positive")
+    if not 2 <= payments.ccbill.initial_period_days <= 365:
+        raise ConfigError("setting payments.ccbill.initial_period_days: must be 2 to 365")
+    for network in payments.ccbill.webhook_networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise ConfigError(
+                f"setting payments.ccbill.webhook_networks: {network!r} is not a network"
+            ) from None
 
 
 def generate_secret() -> str:

@@ -253,6 +253,21 @@ async def account_totals(conn: Conn, owner_id: int | None) -> list[AccountTotal]
         return await cur.fetchall()
 
 
+async def lock_owner_accounts(conn: Conn, owner_id: int, asset: str, kind: str) -> list[AccountRow]:
+    """Every shard of one of a user's accounts, locked in id order (the lock order)."""
+    async with conn.cursor(row_factory=class_row(AccountRow)) as cur:
+        await cur.execute(
+            """
+            SELECT * FROM ledger_accounts
+            WHERE owner_id = %(owner)s AND asset = %(asset)s AND kind = %(kind)s
+            ORDER BY id
+            FOR UPDATE
+            """,
+            {"owner": owner_id, "asset": asset, "kind": kind},
+        )
+        return await cur.fetchall()
+
+
 async def set_frozen(
     conn: Conn, account_ids: list[int], *, frozen: bool, reason: str | None
 ) -> list[AccountRow]:

@@ -406,6 +406,54 @@ async def grant_tokens(
     return await retrying(attempt)
 
 
+async def debit_earnings(
+    conn: Conn,
+    *,
+    performer_id: int,
+    currency: str,
+    units: int,
+    credit_account_id: int,
+    transfer_prefix: str,
+    kind: str,
+    reference: str,
+    phase: str = "posted",
+) -> int:
+    """Take up to `units` from a performer's earnings, each shard giving only what it holds
+    (shards carry the no-overdraft flag), as transfers to credit_account (pending ones when
+    phase='pending'). Returns the units taken; call inside the caller's transaction."""
+    shards = await queries.lock_owner_accounts(conn, performer_id, currency, EARNINGS)
+    left = units
+    transfers = []
+    for shard in shards:
+        if left == 0:
+            break
+        take = min(shard.balance - shard.debits_pending, left)
+        if take > 0:
+            transfers.append(
+                NewTransfer(
+                    f"{transfer_prefix}:s{shard.shard}",
+                    shard.id,
+                    credit_account_id,
+                    currency,
+                    take,
+                    kind,
+                    reference,
+                    phase=phase,
+                )
+            )
+            left -= take
+    await post_transfers(conn, transfers)
+    return units - left
+
+
+async def earnings_available(conn: Conn, performer_id: int, currency: str) -> int:
+    """Posted earnings less what pending payouts hold, over all shards."""
+    shards = await queries.accounts_of(conn, performer_id)
+    return sum(
+        s.balance - s.debits_pending for s in shards if s.kind == EARNINGS and s.asset == currency
+    )
+
+
 # --------------------------------------------------------------------------- balances, history
 
 

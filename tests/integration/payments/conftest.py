@@ -1,0 +1,75 @@
+"""Payments fixtures: settings with every processor enabled and their secrets in files, an app
+running on them, and the ledger verified after every test of this folder."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import make_settings, running_app
+from tests.integration.ledger.conftest import fund, new_stream, new_user  # noqa: F401
+from tipstream.config import Settings
+from tipstream.db import Conn
+from tipstream.ledger import verify
+
+SECRETS = {
+    "ccbill_salt": "7d901dad245fd0ff6bc20d06",
+    "verotel_signature_key": "verotel-test-signature-key",
+    "stripe_api_key": "sk_test_offline",
+    "stripe_webhook_secret": "whsec_test_offline",
+}
+CCBILL_NETWORK = "198.18.7.0/24"
+
+
+def payments_settings(
+    settings: Settings, tmp: Path, *, prefix: str | None = None, **payments: Any
+) -> Settings:
+    secrets = tmp / f"secrets-{uuid.uuid4().hex[:6]}"
+    secrets.mkdir()
+    assert settings.secrets_dir is not None
+    shutil.copy(Path(settings.secrets_dir) / "session_key", secrets / "session_key")
+    for name, value in SECRETS.items():
+        (secrets / name).write_text(value + "\n")
+    tree: dict[str, Any] = {
+        "processors": ["dev", "ccbill", "verotel", "stripe"],
+        "ccbill": {
+            "webhook_networks": [CCBILL_NETWORK],
+            "flex_id": "flex-1",
+            "client_accnum": "900100",
+            "client_subacc": "0000",
+        },
+        "verotel": {"shop_id": "12345"},
+        **payments,
+    }
+    return make_settings(
+        settings.database.url,
+        settings.valkey.url,
+        secrets,
+        prefix or settings.valkey.key_prefix,
+        payments=tree,
+    )
+
+
+@pytest.fixture(scope="session")
+def pay_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return payments_settings(settings, tmp_path_factory.mktemp("payments"))
+
+
+@pytest.fixture(scope="session")
+async def pay_client(pay_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with running_app(pay_settings) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+async def books_balance(db: Conn) -> AsyncIterator[None]:
+    yield
+    report = await verify.verify(db)
+    assert report.ok, [c for c in report.checks if not c.ok]
