@@ -23,14 +23,18 @@ TS_VENV_LOADED=1
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# An interpreter >= 3.11 that can create venvs (Debian moves ensurepip to python3-venv). Never
-# one inside a venv: once .venv/bin is on PATH (nested scripts), `python3` is .venv's own.
+# An interpreter >= 3.11 that can create venvs (Debian moves ensurepip to python3-venv). A venv's
+# python stands for the interpreter it was made from: once .venv/bin is on PATH (scripts calling
+# scripts, an activated venv), `python3` is .venv's own, and the key must not change with that.
 _ts_base_python() {
   local cand path
   for cand in ${TIPSTREAM_PYTHON_BASE:+"$TIPSTREAM_PYTHON_BASE"} python3 /usr/bin/python3; do
     path=$(command -v "$cand" 2>/dev/null) || continue
-    "$path" -c 'import sys; sys.exit(sys.version_info < (3, 11) or sys.prefix != sys.base_prefix)' \
-      2>/dev/null || continue
+    path=$("$path" -c 'import sys
+if sys.version_info >= (3, 11):
+    print(sys._base_executable if sys.prefix != sys.base_prefix else sys.executable)' \
+      2>/dev/null) || continue
+    [[ -n $path && -x $path ]] || continue
     if ! "$path" -c 'import ensurepip, venv' 2>/dev/null; then
       [[ $path == /usr/bin/* ]] || continue
       ts_apt_ensure python3-venv
