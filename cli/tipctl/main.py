@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from tipctl import audit_cmd, config_cmd, db_cmd, doctor_cmd, ledger_cmd, run_cmd, user_cmd
+from tipctl import (
+    audit_cmd,
+    config_cmd,
+    db_cmd,
+    doctor_cmd,
+    keys_cmd,
+    ledger_cmd,
+    run_cmd,
+    user_cmd,
+)
 from tipctl.common import set_config_path
 
 app = typer.Typer(
@@ -32,4 +41,5 @@ app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(run_cmd.app, name="run")
 app.add_typer(ledger_cmd.app, name="ledger")
+app.add_typer(keys_cmd.app, name="keys")
 app.command("doctor")(doctor_cmd.doctor)

@@ -15,7 +15,7 @@ import secrets
 import tomllib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -31,6 +31,8 @@ SECRET_FILES = {
     "janus_admin_secret": "janus_admin_secret",
     "janus_admin_key": "janus_admin_key",
     "turn_secret": "turn_secret",
+    "vault_keys": "vault_keys",
+    "kyc_index_key": "kyc_index_key",
     "ccbill_salt": "ccbill_salt",
     "verotel_signature_key": "verotel_signature_key",
     "stripe_api_key": "stripe_api_key",
@@ -232,6 +234,24 @@ class PaymentsSettings(msgspec.Struct, forbid_unknown_fields=True):
     stripe: StripeSettings = msgspec.field(default_factory=StripeSettings)
 
 
+class VaultSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Encrypted objects (KYC documents, moderation evidence) as files under this directory.
+    backend: Literal["local"] = "local"
+    dir: str = "/var/lib/tipstream/vault"
+
+
+class KycSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # The performer agreement / model release version a submission must accept.
+    agreement_version: str = "2026-01"
+    max_image_bytes: Annotated[int, msgspec.Meta(ge=1024, le=50_000_000)] = 10_000_000
+    # Larger images are refused before decoding (decompression bombs).
+    max_image_pixels: Annotated[int, msgspec.Meta(ge=10_000, le=200_000_000)] = 40_000_000
+    # Rejected submissions are purged (crypto-shredded) this many days after the decision;
+    # everything of a closed (disabled) account this many days after it closed.
+    rejected_retention_days: Annotated[int, msgspec.Meta(ge=0)] = 90
+    closed_account_retention_days: Annotated[int, msgspec.Meta(ge=0)] = 7 * 365
+
+
 class Secrets(msgspec.Struct):
     session_key: str | None = None
     database_password: str | None = None
@@ -241,6 +261,10 @@ class Secrets(msgspec.Struct):
     janus_admin_secret: str | None = None
     janus_admin_key: str | None = None
     turn_secret: str | None = None
+    # The document vault's key-encryption keys ("<key id> <base64 key>" a line, the last one
+    # active; tipctl keys init|rotate writes it) and the HMAC key of KYC document-number lookups.
+    vault_keys: str | None = None
+    kyc_index_key: str | None = None
     # Payment processors (payments.processors): CCBill's FlexForms salt, Verotel's FlexPay
     # signature key, Stripe's API key and webhook signing secret.
     ccbill_salt: str | None = None
@@ -260,6 +284,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     janus: JanusSettings = msgspec.field(default_factory=JanusSettings)
     turn: TurnSettings = msgspec.field(default_factory=TurnSettings)
     rooms: RoomsSettings = msgspec.field(default_factory=RoomsSettings)
+    vault: VaultSettings = msgspec.field(default_factory=VaultSettings)
+    kyc: KycSettings = msgspec.field(default_factory=KycSettings)
     secrets_dir: str | None = None
     secrets: Secrets = msgspec.field(default_factory=Secrets)
 

@@ -1,0 +1,141 @@
+"""The vault's rules: store an object encrypted, read it back authenticated, crypto-shred it,
+re-wrap data keys under a new key-encryption key.
+
+Callers own the transaction: ``put`` writes the ciphertext first and the row (with the wrapped
+key) in the caller's transaction, so a rollback leaves at most an orphan file whose key was never
+stored, which nobody can decrypt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tipstream.config import Settings
+from tipstream.db import Conn
+from tipstream.vault import keys, queries
+from tipstream.vault.keys import DecryptionFailed, Keyring, KeyringError
+from tipstream.vault.queries import ObjectNotFound, ObjectRow
+from tipstream.vault.storage import ObjectMissing, Storage, storage_for
+
+__all__ = [
+    "DecryptionFailed",
+    "KeyringError",
+    "ObjectGone",
+    "ObjectNotFound",
+    "ObjectRow",
+    "RotationResult",
+    "Vault",
+]
+
+
+class ObjectGone(Exception):
+    """The object was crypto-shredded (or its ciphertext is missing)."""
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    rewrapped: int
+    failed: int
+    remaining: int
+
+
+class Vault:
+    def __init__(self, keyring: Keyring, storage: Storage) -> None:
+        self.keyring = keyring
+        self.storage = storage
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Vault:
+        return cls(Keyring.parse(settings.secrets.vault_keys), storage_for(settings))
+
+    async def put(
+        self, conn: Conn, *, owner_id: int | None, kind: str, content_type: str, data: bytes
+    ) -> ObjectRow:
+        object_id = uuid.uuid4()
+        data_key = AESGCM.generate_key(bit_length=256)
+        aad = keys.metadata_aad(str(object_id), owner_id, kind)
+        await self.storage.put(str(object_id), keys.seal(data_key, aad, data))
+        wrapped = keys.wrap(self.keyring.active, self.keyring.active_id, str(object_id), data_key)
+        return await queries.insert_object(
+            conn,
+            object_id=object_id,
+            owner_id=owner_id,
+            kind=kind,
+            content_type=content_type,
+            size=len(data),
+            kek_id=self.keyring.active_id,
+            wrapped_key=wrapped,
+        )
+
+    async def get(self, conn: Conn, object_id: UUID) -> tuple[ObjectRow, bytes]:
+        """The object's row and plaintext; DecryptionFailed when anything was tampered with."""
+        row = await queries.get_object(conn, object_id)
+        if row.wrapped_key is None or row.kek_id is None:
+            raise ObjectGone(f"object {object_id} was purged")
+        data_key = keys.unwrap(
+            self.keyring.key(row.kek_id), row.kek_id, str(row.id), row.wrapped_key
+        )
+        try:
+            blob = await self.storage.get(str(row.id))
+        except ObjectMissing:
+            raise ObjectGone(f"object {object_id}: its ciphertext is missing") from None
+        aad = keys.metadata_aad(str(row.id), row.owner_id, row.kind)
+        return row, keys.open_sealed(data_key, aad, blob, str(row.id))
+
+    async def shred(self, conn: Conn, object_id: UUID) -> bool:
+        """Destroy the data key (in the caller's transaction); True if the object was live.
+        Without its key the ciphertext is noise; call remove_ciphertext after the commit."""
+        return await queries.shred_object(conn, object_id) is not None
+
+    async def remove_ciphertext(self, object_id: UUID) -> None:
+        await self.storage.delete(str(object_id))
+
+    async def rotate(
+        self,
+        conn: Conn,
+        *,
+        batch: int = 200,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RotationResult:
+        """Re-wrap every data key not wrapped by the active key, one committed batch at a time,
+        so an interrupted rotation resumes where it stopped. Files are not touched."""
+        target = self.keyring.active_id
+        counts = await queries.count_by_key(conn)
+        total = sum(n for kek, n in counts.items() if kek != target)
+        done = failed = 0
+        failed_ids: set[UUID] = set()
+        if progress:
+            progress(0, total)
+        while True:
+            async with conn.transaction():
+                rows = await queries.objects_not_wrapped_by(
+                    conn, target, limit=batch + len(failed_ids)
+                )
+                rows = [r for r in rows if r.id not in failed_ids]
+                for row in rows[:batch]:
+                    assert row.kek_id is not None and row.wrapped_key is not None
+                    try:
+                        data_key = keys.unwrap(
+                            self.keyring.key(row.kek_id), row.kek_id, str(row.id), row.wrapped_key
+                        )
+                    except (KeyringError, DecryptionFailed):
+                        failed_ids.add(row.id)
+                        failed += 1
+                        continue
+                    wrapped = keys.wrap(self.keyring.active, target, str(row.id), data_key)
+                    await queries.set_wrapped_key(conn, row.id, target, wrapped)
+                    done += 1
+            if progress:
+                progress(done + failed, total)
+            if not rows:
+                break
+        remaining = sum(n for kek, n in (await queries.count_by_key(conn)).items() if kek != target)
+        return RotationResult(done, failed, remaining)
+
+    async def keys_in_use(self, conn: Conn) -> dict[str, int]:
+        return await queries.count_by_key(conn)
