@@ -1,0 +1,1 @@
+"""KYC and age verification: performer onboarding, document checks, the review queue."""
