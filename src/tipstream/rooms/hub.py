@@ -32,6 +32,12 @@ class _Peek(msgspec.Struct):
 
     type: str = ""
     user_id: int | None = None
+    tip_id: int | None = None
+    private_message: bool = False
+
+
+# Tip ids remembered per room: the ledger's outbox delivers at least once, viewers see once.
+RECENT_TIPS = 2048
 
 
 @dataclass(eq=False)
@@ -76,6 +82,17 @@ class Room:
     channel: str
     members: set[Member] = field(default_factory=set)
     delivered: int = 0
+    recent_tips: dict[int, None] = field(default_factory=dict)
+    # Membership changed since the last viewer count went out.
+    changed: bool = True
+
+    def first_time(self, tip_id: int) -> bool:
+        if tip_id in self.recent_tips:
+            return False
+        self.recent_tips[tip_id] = None
+        if len(self.recent_tips) > RECENT_TIPS:
+            del self.recent_tips[next(iter(self.recent_tips))]
+        return True
 
 
 class RoomHub:
@@ -86,7 +103,7 @@ class RoomHub:
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._subscribed = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
 
     def channel(self, stream_id: int) -> str:
         return kvmod.key(self.settings, "room", stream_id)
@@ -105,7 +122,10 @@ class RoomHub:
                 await self._pubsub.subscribe(channel)
                 if self._reader is None or self._reader.done():
                     self._reader = asyncio.create_task(self._read(), name="room-hub")
+                if self._ticker is None or self._ticker.done():
+                    self._ticker = asyncio.create_task(self._count_viewers(), name="room-count")
             room.members.add(member)
+            room.changed = True
         return member
 
     async def leave(self, stream_id: int, member: Member) -> None:
@@ -115,12 +135,35 @@ class RoomHub:
             if room is None:
                 return
             room.members.discard(member)
+            room.changed = True
             if not room.members:
                 del self.rooms[channel]
                 if self._pubsub is not None:
                     await self._pubsub.unsubscribe(channel)
 
+    async def _count_viewers(self) -> None:
+        """Every few seconds, each room whose membership changed here gets its viewer count
+        (from the presence hash all processes share) published once."""
+        interval = self.settings.rooms.viewer_count_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            for room in list(self.rooms.values()):
+                if not room.changed:
+                    continue
+                room.changed = False
+                try:
+                    count = await self.kv.hlen(
+                        kvmod.key(self.settings, "room", room.stream_id, "viewers")
+                    )
+                    await self.kv.publish(
+                        room.channel, msgspec.json.encode({"type": "viewers", "count": int(count)})
+                    )
+                except Exception as exc:
+                    log.warning("viewer_count_failed", error=type(exc).__name__)
+
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,7 +204,19 @@ class RoomHub:
         except msgspec.DecodeError:
             log.warning("room_event_not_json", stream=room.stream_id)
             return
+        if peek.type == "tip" and peek.tip_id is not None and not room.first_time(peek.tip_id):
+            return
+        public_text = text
+        if peek.type == "tip" and peek.private_message:
+            # A private tip message is for the performer's eyes only: one stripped copy for all.
+            event = msgspec.json.decode(text, type=dict[str, object])
+            event["message"] = None
+            public_text = msgspec.json.encode(event).decode()
         for member in list(room.members):
+            if public_text is not text and not member.is_performer:
+                if member.deliver(public_text):
+                    room.delivered += 1
+                continue
             if peek.type == "stream_ended":
                 member.deliver(text)
                 member.close(4409, "the stream has ended")

@@ -99,13 +99,23 @@ class RoomConn:
     close_code: int | None = None
     _pump: asyncio.Task[None] | None = None
     _ice_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _paused: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
+        self._paused.set()
         self._pump = asyncio.create_task(self._read())
+
+    def pause(self) -> None:
+        """Stop reading (a stalled client): frames pile up in TCP buffers, then at the server."""
+        self._paused.clear()
+
+    def resume(self) -> None:
+        self._paused.set()
 
     async def _read(self) -> None:
         try:
             async for frame in self.ws:
+                await self._paused.wait()
                 message: dict[str, Any] = msgspec.json.decode(frame)
                 self.seen.append(message)
                 if message.get("type") == "ice" and self.on_ice is not None:
