@@ -101,9 +101,13 @@ with open(sys.argv[1], "rb") as f:
   touch "$deps/.tipstream-complete"
 }
 
-# This checkout's .venv on top of the cached one; rebuilt when the key or pyproject.toml changes.
+# This checkout's .venv on top of the cached one. Updated in place when the lock (so the cached
+# venv) or pyproject.toml changes: what someone pip-installed into the layer and is not in the
+# lock yet survives (it is on its way into the lock); copies of what the lock now provides go,
+# so the locked versions win. Recreated only when the interpreter underneath changed.
 _ts_checkout_venv() {
-  local deps=$1 venv=$TS_ROOT/.venv stamp want site file first
+  local deps=$1 venv=$TS_ROOT/.venv stamp want site deps_site name target first
+  local -a stale
   want="$deps $(sha256sum <"$TS_ROOT/pyproject.toml" | cut -c1-16)"
   stamp=$venv/.tipstream-layer
   if [[ -f $stamp && ! -L $venv && $(<"$stamp") == "$want" && -x $venv/bin/tipctl ]]; then
@@ -120,29 +124,47 @@ _ts_checkout_venv() {
     ts_log "moving the existing .venv aside to $aside"
     mv "$venv" "$aside"
   fi
-  rm -rf "$venv"
-  "$deps/bin/python" -m venv --without-pip "$venv"
+  if ! cmp -s <(grep '^home' "$deps/pyvenv.cfg") <(grep '^home' "$venv/pyvenv.cfg" 2>/dev/null); then
+    rm -rf "$venv"
+    "$deps/bin/python" -m venv --without-pip "$venv"
+  fi
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  deps_site=$("$deps/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   # addsitedir (not a bare path line) so the cached venv's own .pth files are processed too.
-  printf 'import site; site.addsitedir(%s)\n' \
-    "$("$deps/bin/python" -c 'import json, sysconfig; print(json.dumps(sysconfig.get_paths()["purelib"]))')" \
-    >"$site/_tipstream_deps.pth"
+  printf 'import site; site.addsitedir(%s)\n' "'${deps_site//\'/}'" >"$site/_tipstream_deps.pth.tmp"
+  mv -f "$site/_tipstream_deps.pth.tmp" "$site/_tipstream_deps.pth"
+  mapfile -t stale < <("$venv/bin/python" - "$site" "$deps_site" <<'PY'
+import importlib.metadata as md, re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+locked = {norm(d.metadata["Name"]) for d in md.distributions(path=[sys.argv[2]])}
+for dist in md.distributions(path=[sys.argv[1]]):
+    if norm(dist.metadata["Name"]) in locked:
+        print(dist.metadata["Name"])
+PY
+  )
+  if ((${#stale[@]})); then
+    "$venv/bin/python" -m pip uninstall --quiet --yes "${stale[@]}"
+  fi
   # pip and setuptools come from the cached venv through that .pth.
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --no-deps --no-build-isolation --no-warn-script-location -e "$TS_ROOT"
   # The tools' console scripts, bound to this venv's python (binaries such as ruff: linked).
   # pip too: `.venv/bin/pip install X` then installs into this checkout's layer only.
   for file in "$deps"/bin/*; do
-    case ${file##*/} in
+    name=${file##*/}
+    target=$venv/bin/$name
+    case $name in
       python* | activate* | Activate.ps1) continue ;;
     esac
-    [[ -e $venv/bin/${file##*/} ]] && continue
     IFS= read -r first <"$file" || true
     if [[ $first == "#!$deps/bin/python"* ]]; then
-      { printf '#!%s\n' "$venv/bin/python"; tail -n +2 "$file"; } >"$venv/bin/${file##*/}"
-      chmod 755 "$venv/bin/${file##*/}"
-    else
-      ln -s "$file" "$venv/bin/${file##*/}"
+      [[ -e $target && ! -L $target ]] && continue
+      rm -f "$target"
+      { printf '#!%s\n' "$venv/bin/python"; tail -n +2 "$file"; } >"$target"
+      chmod 755 "$target"
+    elif [[ $(readlink "$target" 2>/dev/null) != "$file" ]]; then
+      [[ -e $target && ! -L $target ]] && continue
+      ln -sfn "$file" "$target"
     fi
   done
   printf '%s\n' "$want" >"$stamp"
