@@ -24,6 +24,7 @@ from tipstream.config import Settings, load_settings
 from tipstream.deps import DEPENDENCIES
 from tipstream.errors import EXCEPTION_HANDLERS
 from tipstream.health import routes as health_routes
+from tipstream.kyc import routes as kyc_routes
 from tipstream.ledger import routes as ledger_routes
 from tipstream.observability import RequestIdMiddleware, configure_logging, prometheus_config
 from tipstream.payments import routes as payments_routes
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *payments_routes.ROUTES,
             *ledger_routes.ROUTES,
             *rooms_routes.ROUTES,
+            *kyc_routes.ROUTES,
             docs_assets,
         ],
         dependencies=DEPENDENCIES,
