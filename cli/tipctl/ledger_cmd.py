@@ -34,8 +34,13 @@ from tipctl.common import (
 from tipstream.accounts import service as accounts
 from tipstream.db import Conn
 from tipstream.ledger import outbox, wallets
+from tipstream.ledger import service as ledger_service
 from tipstream.ledger import verify as ledger_verify
+from tipstream.ledger.money import Rates
 from tipstream.ledger.schemas import AccountBalance, HistoryPage, VerifyReport
+from tipstream.payments import queries as payment_queries
+from tipstream.payments import service as payment_service
+from tipstream.payments.queries import PurchaseRow
 
 T = TypeVar("T")
 
@@ -211,3 +216,44 @@ def relay_outbox(
         out.print("outbox empty: nothing to publish")
         raise typer.Exit(EXIT_NOTHING_TO_DO)
     out.print(f"done: {count} published")
+
+
+@app.command("refund")
+def refund(
+    purchase_id: int = typer.Argument(..., help="The purchase to refund."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the audit log)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would happen."),
+    yes: bool = typer.Option(False, "--yes", help="Required to refund."),
+) -> None:
+    """Refund a token purchase for fraud (users cannot refund tokens): its tokens leave the
+    wallet (spent ones are charged per payments.chargeback_policy and the wallet frozen for
+    review); audited. Return the money in the processor's console."""
+    cfg = settings()
+    rates = Rates.from_settings(cfg)
+
+    async def show(conn: Conn) -> tuple[PurchaseRow, int]:
+        row = await payment_queries.purchase(conn, purchase_id)
+        return row, (await ledger_service.wallet(conn, row.user_id)).balance
+
+    row, balance = run(with_conn(cfg, show))
+    out.print(
+        f"purchase {row.id} of user {row.user_id} via {row.processor}: {row.tokens} tokens for "
+        f"{rates.format_units(row.price_units)} {row.currency}, {row.status}; the wallet holds "
+        f"{balance}"
+    )
+    if row.status != "credited":
+        fail(f"purchase {row.id} is {row.status}; only credited purchases are refunded")
+    if dry_run:
+        short = max(0, row.tokens - max(balance, 0))
+        out.print(f"would take back {row.tokens} tokens ({short} already spent) (dry run)")
+        return
+    if not yes:
+        fail("add --yes to refund", 2)
+
+    async def do(conn: Conn) -> PurchaseRow:
+        return await payment_service.admin_refund(
+            conn, cfg, purchase_id=purchase_id, reason=reason, actor_id=None
+        )
+
+    done = run(with_conn(cfg, do))
+    out.print(f"done: purchase {done.id} {done.status}")

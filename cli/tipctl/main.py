@@ -13,6 +13,7 @@ from tipctl import (
     doctor_cmd,
     keys_cmd,
     ledger_cmd,
+    payouts_cmd,
     run_cmd,
     user_cmd,
 )
@@ -42,4 +43,5 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(run_cmd.app, name="run")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(payouts_cmd.app, name="payouts")
 app.command("doctor")(doctor_cmd.doctor)

@@ -110,3 +110,49 @@ class VerifyReport(msgspec.Struct):
     ok: bool
     checks: list[VerifyCheck]
     notes: list[str]
+
+
+class EarningsView(msgspec.Struct):
+    currency: str
+    balance: str
+    held_for_payouts: str
+    in_hold_period: str
+    payable: str
+
+
+class PayoutRequest(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Annotated[str, msgspec.Meta(pattern=r"^\d{1,12}(\.\d{1,2})?$")]
+    account_holder: Annotated[str, msgspec.Meta(min_length=1, max_length=70)]
+    iban: Annotated[str, msgspec.Meta(min_length=15, max_length=40)]
+    bic: Annotated[str, msgspec.Meta(min_length=8, max_length=11)] | None = None
+
+
+class Payout(msgspec.Struct):
+    id: int
+    performer_id: int
+    amount: str
+    currency: str
+    status: str
+    account_holder: str
+    iban: str
+    batch_id: int | None
+    requested_at: datetime
+    approved_at: datetime | None
+    paid_at: datetime | None
+    failed_at: datetime | None
+    failure_reason: str | None
+
+
+class PayoutApproval(msgspec.Struct):
+    payout: Payout
+    approvals: int
+    needed: int
+
+
+class PayoutBatch(msgspec.Struct):
+    batch_id: int | None
+    payouts: int
+
+
+class FailRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]

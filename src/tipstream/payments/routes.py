@@ -10,9 +10,8 @@ from typing import Annotated, Any
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
-from litestar.enums import RequestEncodingType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import Body, Parameter
+from litestar.params import Parameter
 from litestar.response import Redirect
 
 from tipstream.accounts import guards
@@ -20,7 +19,7 @@ from tipstream.accounts.service import Principal
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.deps import client_ip
-from tipstream.errors import Forbidden
+from tipstream.errors import Forbidden, InvalidInput, Problem
 from tipstream.ledger.money import Rates
 from tipstream.payments import queries, service
 from tipstream.payments.processors import dev
@@ -41,6 +40,11 @@ async def _processor_side(
 setattr(_processor_side, guards.GUARD_ATTR, "public")
 processor_side = _processor_side
 PurchaseId = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
+FORM = "application/x-www-form-urlencoded"
+
+
+class NotAForm(Problem):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
 
 
 def to_schema(row: queries.PurchaseRow, rates: Rates) -> Purchase:
@@ -171,17 +175,20 @@ class DevCheckoutController(Controller):
     @post("/{purchase_id:int}", guards=[processor_side], status_code=303)
     async def pay(
         self,
+        request: Request[Any, Any, Any],
         purchase_id: PurchaseId,
         conn: Conn,
         settings: Settings,
-        data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Redirect:
         """The processor's side: signs its webhook and delivers it to the app, as a processor
-        would over the network."""
-        row = await _checked_purchase(conn, settings, purchase_id, data.get("token", ""))
-        outcome = data.get("outcome", "")
+        would over the network. Takes the page's form (not JSON)."""
+        if request.headers.get("content-type", "").split(";")[0] != FORM:
+            raise NotAForm(f"post the checkout page's form ({FORM})")
+        form = await request.form()
+        token, outcome = str(form.get("token", "")), str(form.get("outcome", ""))
+        row = await _checked_purchase(conn, settings, purchase_id, token)
         if outcome not in ("sale", "failed"):
-            raise Forbidden("outcome must be sale or failed")
+            raise InvalidInput("outcome must be sale or failed")
         rates = Rates.from_settings(settings)
         body = dev.event_body(outcome, row.id, rates.format_units(row.price_units), row.currency)
         await service.handle_webhook(

@@ -28,6 +28,12 @@ def periodic_jobs() -> list[scheduler.Periodic]:
             ledger_actors.RELAY_EVERY_SECONDS,
             ledger_actors.relay_outbox.send,
         ),
+        scheduler.Periodic(
+            "ledger.payout_batch",
+            ledger_actors.PAYOUT_BATCH_EVERY_SECONDS,
+            ledger_actors.payout_batch.send,
+            offset_seconds=ledger_actors.PAYOUT_BATCH_OFFSET_SECONDS,
+        ),
     ]
 
 
