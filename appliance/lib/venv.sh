@@ -170,6 +170,22 @@ PY
   printf '%s\n' "$want" >"$stamp"
 }
 
+# Each lock change leaves a cached venv (about 1 GB) behind: remove those no run has used for a
+# week. A venv being built or used for a build holds its lock, so it is skipped.
+_ts_venv_prune() {
+  local cache=$1 keep=$2 used old
+  while IFS= read -r used; do
+    old=${used%/.tipstream-used}
+    [[ $old == "$keep" ]] && continue
+    (
+      flock -n 9 || exit 0
+      ts_log "removing $old (unused for a week)"
+      rm -rf "$old"
+    ) 9>"$old.lock"
+    [[ -d $old ]] || rm -f "$old.lock"
+  done < <(find "$cache" -mindepth 2 -maxdepth 2 -path "$cache/venv-*/.tipstream-used" -mtime +7)
+}
+
 ts_venv_ensure() {
   local base key cache deps
   [[ -f $TS_ROOT/requirements.lock ]] || ts_die "requirements.lock is missing in $TS_ROOT"
@@ -182,7 +198,9 @@ ts_venv_ensure() {
   (
     flock 9
     _ts_deps_build "$base" "$deps"
+    touch "$deps/.tipstream-used"
   ) 9>"$deps.lock"
+  _ts_venv_prune "$cache" "$deps"
   mkdir -p "$TS_VAR"
   (
     flock 9
