@@ -159,7 +159,7 @@ class ReviewController(Controller):
         headers = {**NO_STORE, "content-disposition": "inline"}
         return Response(data, media_type=media_type, headers=headers)
 
-    @post("/{submission_id:int}/decision", guards=[guards.moderator])
+    @post("/{submission_id:int}/decision", guards=[guards.moderator], status_code=200)
     async def decide(
         self,
         submission_id: SubmissionId,
@@ -179,7 +179,7 @@ class ReviewController(Controller):
             ip=ip,
         )
 
-    @post("/{submission_id:int}/mrz", guards=[guards.moderator])
+    @post("/{submission_id:int}/mrz", guards=[guards.moderator], status_code=200)
     async def mrz(
         self,
         submission_id: SubmissionId,
