@@ -10,6 +10,7 @@ import typer
 from tipctl.common import config_path, fail, out, print_json
 from tipstream import db, kv
 from tipstream.config import ConfigError, Settings, load_settings
+from tipstream.rooms import health as rooms_health
 
 Check = Callable[[Settings], Awaitable[str]]
 
@@ -55,6 +56,8 @@ CHECKS: list[tuple[str, Check]] = [
     ("postgres", _postgres),
     ("valkey", _valkey),
     ("audit log", _audit),
+    ("janus", rooms_health.check_janus),
+    ("coturn", rooms_health.check_coturn),
 ]
 
 

@@ -14,7 +14,9 @@ from tipctl import (
     keys_cmd,
     ledger_cmd,
     payouts_cmd,
+    rooms_cmd,
     run_cmd,
+    streams_cmd,
     user_cmd,
 )
 from tipctl.common import set_config_path
@@ -43,5 +45,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(run_cmd.app, name="run")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(streams_cmd.app, name="streams")
+app.add_typer(rooms_cmd.app, name="rooms")
 app.add_typer(payouts_cmd.app, name="payouts")
 app.command("doctor")(doctor_cmd.doctor)

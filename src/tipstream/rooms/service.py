@@ -17,6 +17,7 @@ from tipstream.audit import service as audit
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Conflict, Forbidden, Problem
+from tipstream.kyc import service as kyc
 from tipstream.rooms import queries
 from tipstream.rooms.janus import JanusError
 from tipstream.rooms.queries import StreamRow
@@ -76,12 +77,12 @@ def room_of(row: StreamRow) -> RoomSpec:
 
 
 async def ensure_may_publish(conn: Conn, user: UserRow) -> None:
-    """May this user broadcast at all? Today: the performer role. The KYC issue adds
-    "approved KYC" here, and every publishing path (go-live, the publisher's room WebSocket)
-    goes through this one function."""
-    del conn  # the KYC check will read the user's verification state
+    """May this user broadcast at all? The performer role and approved KYC (an unexpired
+    document); every publishing path (go-live, the publisher's room WebSocket) goes through
+    this one function."""
     if user.role != "performer":
         raise Forbidden("only performers may broadcast")
+    await kyc.require_approved(conn, user.id)
 
 
 async def create_stream(

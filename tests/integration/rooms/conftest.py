@@ -378,6 +378,7 @@ class AppServer:
 
     process: ManagedProcess
     base_url: str
+    settings: Settings | None = None
 
     @property
     def ws_url(self) -> str:
@@ -414,7 +415,7 @@ async def app_server_factory(
         env = {**os.environ, "TIPSTREAM_CONFIG": str(config)}
         process = ManagedProcess("app", command, workdir / f"app-{port}.log", env)
         process.start()
-        server = AppServer(process, base_url)
+        server = AppServer(process, base_url, settings)
         started.append(server)
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient() as http:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import pytest
 
-from tests.integration.rooms.conftest import JanusServer, MediaSecrets
+from tests.integration.rooms.conftest import JanusServer, MediaSecrets, TurnServer
+from tipstream.config import Settings
 from tipstream.rooms.janus import JanusClient, JanusError, JanusUnavailable
+from tipstream.rooms.turn import credential, ice_servers
+from tipstream.rooms.turncheck import TurnCheckFailed, check_turn, parse_turn_url
 
 
 async def _client(janus_server: JanusServer, secret: str | None, **kwargs: object) -> JanusClient:
@@ -119,3 +123,25 @@ async def test_unreachable_janus_is_reported_not_hung() -> None:
             await client.create_session()
     finally:
         await client.close()
+
+
+async def test_turn_check_accepts_the_apps_credential_and_refuses_a_wrong_one(
+    turn_server: TurnServer, rooms_settings: Settings
+) -> None:
+    (server,) = [s for s in ice_servers(rooms_settings, 42) if s.username]
+    host, port = parse_turn_url(server.urls[0])
+    assert server.username and server.credential
+    relayed = await check_turn(host, port, server.username, server.credential)
+    assert relayed.startswith(turn_server.relay_ip + ":")
+    with pytest.raises(TurnCheckFailed, match="refused"):
+        await check_turn(host, port, server.username, "d3JvbmcgcGFzc3dvcmQ=")
+    expired = f"{int(time.time()) - 10}:42"
+    with pytest.raises(TurnCheckFailed, match="refused"):
+        await check_turn(host, port, expired, credential(media_secret(rooms_settings), expired))
+    with pytest.raises(TurnCheckFailed, match="no answer"):
+        await check_turn("127.0.0.1", 9, server.username, server.credential, wait=0.2)
+
+
+def media_secret(settings: Settings) -> str:
+    assert settings.secrets.turn_secret
+    return settings.secrets.turn_secret

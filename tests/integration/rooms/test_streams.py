@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.helpers import Browser, UserFactory, assert_problem
+from tests.integration.kyc.approved import approve_kyc
 from tipstream.db import Conn
 from tipstream.rooms.sfu import Sfu
 
@@ -17,8 +18,12 @@ SetRole = Callable[[Browser, str], Awaitable[None]]
 
 
 @pytest.fixture
-async def performer(make_user: UserFactory, rooms_client: AsyncTestClient[Litestar]) -> Browser:
-    return await make_user("performer", client=rooms_client, role="performer")
+async def performer(
+    make_user: UserFactory, rooms_client: AsyncTestClient[Litestar], db: Conn
+) -> Browser:
+    person = await make_user("performer", client=rooms_client, role="performer")
+    await approve_kyc(db, person.user_id)  # publishing needs approved KYC
+    return person
 
 
 @pytest.fixture
@@ -89,6 +94,7 @@ async def test_only_the_own_performer_may_go_live_or_end(
 ) -> None:
     stream = (await performer.post("/api/streams", json={"title": "Mine"})).json()
     other = await make_user("performer2", client=rooms_client, role="performer")
+    await approve_kyc(db, other.user_id)
 
     assert_problem(await viewer.post("/api/streams", json={"title": "nope"}), 403)
     assert_problem(await viewer.post(f"/api/streams/{stream['id']}/live"), 403)
