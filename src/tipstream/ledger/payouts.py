@@ -26,6 +26,7 @@ from tipstream.audit import service as audit
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Conflict, Forbidden, InvalidInput, NotFound
+from tipstream.kyc import service as kyc
 from tipstream.ledger import queries, service
 from tipstream.ledger.errors import InsufficientFunds, translated
 from tipstream.ledger.money import Rates
@@ -168,7 +169,7 @@ async def request_payout(
                 if not same:
                     raise Conflict("this Idempotency-Key was used for another payout request")
                 return found[0], True
-            if await queries.kyc_status(conn, performer_id) != "approved":
+            if not await kyc.is_approved(conn, performer_id):  # approved, document unexpired
                 raise KycRequired("payouts need approved KYC (identity verification)")
             if units < minimum:
                 raise BelowMinimum(
