@@ -257,3 +257,36 @@ def refund(
 
     done = run(with_conn(cfg, do))
     out.print(f"done: purchase {done.id} {done.status}")
+
+
+@app.command("buy")
+def buy(
+    who: str = typer.Argument(..., help="User id or email."),
+    package: str = typer.Argument(..., help="Token package id (see GET /api/wallet/packages)."),
+    if_unfunded: bool = typer.Option(
+        False, "--if-unfunded", help="Exit 3 (nothing to do) if the wallet holds tokens already."
+    ),
+) -> None:
+    """Buy a token package through the dev processor, as its hosted page would (demo data,
+    one-box testing): a real purchase, a signed webhook, the tokens credited once."""
+    cfg = settings()
+    if "dev" not in cfg.payments.processors:
+        fail("the dev processor is not enabled (payments.processors)")
+
+    async def do(conn: Conn) -> tuple[int | None, int]:
+        user = await accounts.find_user(conn, who)
+        if if_unfunded and (await ledger_service.wallet(conn, user.id)).balance > 0:
+            return None, (await ledger_service.wallet(conn, user.id)).balance
+        started = await payment_service.start_checkout(
+            conn, cfg, user_id=user.id, package_id=package, processor_name="dev"
+        )
+        await payment_service.dev_complete_checkout(
+            conn, cfg, purchase_id=started.purchase_id, outcome="sale"
+        )
+        return started.purchase_id, (await ledger_service.wallet(conn, user.id)).balance
+
+    purchase_id, balance = run(with_conn(cfg, do))
+    if purchase_id is None:
+        out.print(f"{who} holds {balance} tokens already; nothing to buy")
+        raise typer.Exit(EXIT_NOTHING_TO_DO)
+    out.print(f"done: purchase {purchase_id} credited; {who} now holds {balance} tokens")

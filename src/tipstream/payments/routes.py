@@ -19,7 +19,7 @@ from tipstream.accounts.service import Principal
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.deps import client_ip
-from tipstream.errors import Forbidden, InvalidInput, Problem
+from tipstream.errors import Forbidden, Problem
 from tipstream.ledger.money import Rates
 from tipstream.payments import queries, service
 from tipstream.payments.processors import dev
@@ -187,21 +187,7 @@ class DevCheckoutController(Controller):
         form = await request.form()
         token, outcome = str(form.get("token", "")), str(form.get("outcome", ""))
         row = await _checked_purchase(conn, settings, purchase_id, token)
-        if outcome not in ("sale", "failed"):
-            raise InvalidInput("outcome must be sale or failed")
-        rates = Rates.from_settings(settings)
-        body = dev.event_body(outcome, row.id, rates.format_units(row.price_units), row.currency)
-        await service.handle_webhook(
-            conn,
-            settings,
-            "dev",
-            WebhookRequest(
-                headers={dev.SIGNATURE_HEADER: dev.sign(settings, body)},
-                query={},
-                body=body,
-                client_ip="127.0.0.1",
-            ),
-        )
+        await service.dev_complete_checkout(conn, settings, purchase_id=row.id, outcome=outcome)
         return Redirect(path=f"/wallet?purchase={row.id}", status_code=303)
 
 

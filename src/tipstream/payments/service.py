@@ -391,3 +391,31 @@ async def admin_refund(
             return await queries.purchase(conn, purchase_id)
 
     return await ledger.retrying(attempt)
+
+
+async def dev_complete_checkout(
+    conn: Conn, settings: Settings, *, purchase_id: int, outcome: str
+) -> list[EventOutcome]:
+    """What the dev processor's hosted page does when its buyer pays or declines: it signs a
+    webhook and delivers it through the same verification as any webhook."""
+    from tipstream.payments.processors import dev
+
+    if outcome not in ("sale", "failed"):
+        raise InvalidInput("outcome must be sale or failed")
+    row = await queries.purchase(conn, purchase_id)
+    if row.processor != "dev":
+        raise InvalidInput(f"purchase {purchase_id} is not a dev-processor purchase")
+    rates = Rates.from_settings(settings)
+    body = dev.event_body(outcome, row.id, rates.format_units(row.price_units), row.currency)
+    outcomes, _ack = await handle_webhook(
+        conn,
+        settings,
+        "dev",
+        WebhookRequest(
+            headers={dev.SIGNATURE_HEADER: dev.sign(settings, body)},
+            query={},
+            body=body,
+            client_ip="127.0.0.1",
+        ),
+    )
+    return outcomes

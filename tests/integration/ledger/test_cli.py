@@ -1,0 +1,88 @@
+"""tipctl ledger and payouts, as an operator runs them: buy through the dev processor, balance,
+history, verify (with --json), refund with --dry-run and --yes, payouts list and batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.ledger.conftest import NewUser
+from tipstream.config import Settings
+
+TIPCTL = [sys.executable, "-c", "from tipctl.main import app; app()"]
+
+
+@pytest.fixture
+def tipctl(settings: Settings, tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = tmp_path / "tipctl.toml"
+    config.write_text(
+        f'secrets_dir = "{settings.secrets_dir}"\n[database]\nurl = "{settings.database.url}"\n'
+        f'[valkey]\nurl = "{settings.valkey.url}"\nkey_prefix = "{settings.valkey.key_prefix}"\n'
+    )
+    env = dict(os.environ, TIPSTREAM_CONFIG=str(config), COLUMNS="200")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TIPCTL, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    return run
+
+
+async def test_an_operator_buys_refunds_and_verifies(tipctl, new_user: NewUser) -> None:  # type: ignore[no-untyped-def]
+    user = await new_user()
+    bought = tipctl("ledger", "buy", str(user), "tkn-550")
+    assert bought.returncode == 0, bought.stderr
+    assert "now holds 550 tokens" in bought.stdout
+    again = tipctl("ledger", "buy", str(user), "tkn-100", "--if-unfunded")
+    assert again.returncode == 3, again.stdout
+
+    balance = tipctl("ledger", "balance", str(user), "--json")
+    assert balance.returncode == 0, balance.stderr
+    [wallet] = [a for a in json.loads(balance.stdout) if a["kind"] == "wallet"]
+    assert (wallet["asset"], wallet["balance"]) == ("TKN", 550)
+    history = json.loads(tipctl("ledger", "history", str(user), "--json").stdout)
+    [entry] = history["items"]
+    assert (entry["kind"], entry["amount"], entry["reference"][:9]) == (
+        "purchase",
+        550,
+        "purchase:",
+    )
+    purchase = entry["reference"].split(":")[1]
+
+    dry = tipctl("ledger", "refund", purchase, "--reason", "fraud", "--dry-run")
+    assert dry.returncode == 0 and "would take back 550 tokens" in dry.stdout, dry.stdout
+    refused = tipctl("ledger", "refund", purchase, "--reason", "fraud")
+    assert refused.returncode == 2
+    done = tipctl("ledger", "refund", purchase, "--reason", "fraud", "--yes")
+    assert done.returncode == 0 and "refunded" in done.stdout, done.stderr
+    assert json.loads(tipctl("ledger", "balance", str(user), "--json").stdout)[0]["balance"] == 0
+
+    verify = tipctl("ledger", "verify", "--json")
+    assert verify.returncode == 0, verify.stdout
+    report = json.loads(verify.stdout)
+    assert report["ok"] and {c["name"] for c in report["checks"]} >= {
+        "every asset sums to zero",
+        "every balance equals its transfers",
+        "no forbidden negative balance",
+        "every tip has its split",
+        "every purchase has its processor event",
+    }
+    human = tipctl("ledger", "verify")
+    assert human.returncode == 0 and "checks passed, 0 failed" in human.stdout
+
+    assert tipctl("payouts", "list", "--json").returncode == 0
+    assert tipctl("payouts", "batch", "--dry-run").returncode == 0
+    assert tipctl("payouts", "export", "999999", "--format", "csv").returncode == 1
+    assert tipctl("payouts", "mark-paid", "1").returncode == 2  # needs --yes
