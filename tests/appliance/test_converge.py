@@ -1,0 +1,323 @@
+"""A real converge: the playbook installs a single node on a fresh Debian 12 booted with systemd
+(systemd-nspawn), a second run changes nothing, --check --diff changes nothing, the node answers
+through nginx over TLS (readyz, register, login), the units run sandboxed under real systemd,
+and an upgrade with --tags app migrates before it restarts.
+
+The container has its own network namespace (a veth pair with 198.18.0.0/15 addresses); its one
+way out is tests/appliance/aptproxy.py on the host side, which forwards to the Debian mirror
+only. Ansible drives it with the community.docker.nsenter connection (from the `ansible`
+package), under `env -i` because that connection leaks the controller's environment.
+The debootstrapped base root is cached in /var/cache/tipstream-appliance (about 75 s, 340 MB).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.appliance.conftest import ANSIBLE_DIR, ROOT, apt_tool, venv_tool
+
+pytestmark = pytest.mark.slow
+
+CACHE = Path(os.environ.get("TIPSTREAM_APPLIANCE_CACHE", "/var/cache/tipstream-appliance"))
+BASE_PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,sudo"
+MIRROR = "http://deb.debian.org/debian"
+DOMAIN = "tipstream.test"
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "ANSIBLE_NOCOLOR": "1"}
+
+
+def _sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, **kw)  # type: ignore[call-overload]
+
+
+def _base_root() -> Path:
+    base = CACHE / "bookworm-base"
+    if (base / "usr/bin/python3").exists():
+        return base
+    apt_tool("debootstrap", "debootstrap")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = CACHE / "bookworm-base.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    _sh(
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={BASE_PACKAGES}",
+        "bookworm",
+        str(partial),
+        MIRROR,
+        timeout=900,
+    )
+    partial.rename(base)
+    return base
+
+
+@dataclass
+class Node:
+    root: Path
+    workdir: Path
+    address: str
+    pid: int
+    inventory: Path
+    runs: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        # A clean environment: nsenter passes ours on, and tipctl reads TIPSTREAM_* as settings.
+        return _sh("nsenter", "-t", str(self.pid), "-a", "--", *argv, check=False, env=CLEAN_ENV)
+
+    def playbook(self, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [
+                venv_tool("ansible-playbook"),
+                "-i",
+                "inventories/single-node",
+                "-i",
+                str(self.inventory),
+                "site.yml",
+                "-e",
+                f"tipstream__domain={DOMAIN}",
+                # Build this checkout's wheelhouse in the scratch directory, not in dist/.
+                "-e",
+                f"app__controller_wheelhouse={self.workdir}/wheelhouse",
+                "-e",
+                f"app__controller_wheelhouse_tar={self.workdir}/wheelhouse.tar",
+                *extra,
+            ],
+            cwd=ANSIBLE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+            env=CLEAN_ENV,
+        )
+        (self.workdir / f"{name}.log").write_text(result.stdout + result.stderr)
+        self.runs[name] = result
+        return result
+
+
+def _recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    match = re.search(r"tipstream-1\s*:\s*(.+)", result.stdout.split("PLAY RECAP")[-1])
+    assert match, result.stdout[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def _container_pid(nspawn: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = _sh("ps", "--ppid", str(nspawn.pid), "-o", "pid=", check=False).stdout.split()
+        if children:
+            pid = int(children[0])
+            state = _sh(
+                "nsenter", "-t", str(pid), "-a", "--", "systemctl", "is-system-running", check=False
+            ).stdout.strip()
+            if state in {"running", "degraded"}:
+                return pid
+        if nspawn.poll() is not None:
+            pytest.fail(f"systemd-nspawn exited with {nspawn.returncode}")
+        time.sleep(0.5)
+    pytest.fail("the container's systemd did not finish booting in 60 s")
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    if os.geteuid() != 0:
+        pytest.fail("the converge test needs root (debootstrap, network namespaces, nspawn)")
+    apt_tool("systemd-nspawn", "systemd-container")
+    base = _base_root()
+    workdir = Path(tempfile.mkdtemp(prefix="tipstream-converge-", dir="/var/tmp"))
+    root = workdir / "root"
+    _sh("cp", "-a", str(base), str(root))
+
+    tag = f"{os.getpid() % 10000:04d}{random.randint(0, 99):02d}"
+    netns, host_if, node_if = f"tsconv{tag}", f"tsh{tag}", f"tsc{tag}"
+    subnet = random.randint(1, 254)
+    host_ip, node_ip = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
+    proxy = nspawn = None
+    try:
+        _sh("ip", "netns", "add", netns)
+        _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if)
+        _sh("ip", "link", "set", node_if, "netns", netns)
+        _sh("ip", "addr", "add", f"{host_ip}/30", "dev", host_if)
+        _sh("ip", "link", "set", host_if, "up")
+        for cmd in (
+            ["ip", "addr", "add", f"{node_ip}/30", "dev", node_if],
+            ["ip", "link", "set", node_if, "up"],
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "route", "add", "default", "via", host_ip],
+        ):
+            _sh("ip", "netns", "exec", netns, *cmd)
+
+        (root / "etc/hostname").write_text("tipstream-1\n")
+        (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 tipstream-1\n")
+        (root / "etc/resolv.conf").write_text(f"nameserver {host_ip}\n")
+        (root / "etc/apt/apt.conf.d/01proxy").write_text(
+            f'Acquire::http::Proxy "http://{host_ip}:3128";\nAcquire::http::Pipeline-Depth "0";\n'
+        )
+        for extra_ca in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+            shutil.copy(extra_ca, root / "usr/local/share/ca-certificates" / extra_ca.name)
+        _sh("chroot", str(root), "update-ca-certificates")
+
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "tests.appliance.aptproxy", host_ip, "3128", "deb.debian.org"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / "proxy.log").open("w"),
+        )
+        nspawn = subprocess.Popen(
+            [
+                "systemd-nspawn",
+                "--boot",
+                f"--directory={root}",
+                "--register=no",
+                "--keep-unit",
+                f"--network-namespace-path=/run/netns/{netns}",
+                "--machine=tipstream-1",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=(workdir / "console.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        pid = _container_pid(nspawn)
+        inventory = workdir / "node.yml"
+        inventory.write_text(
+            "all:\n  hosts:\n    tipstream-1:\n"
+            "      ansible_connection: community.docker.nsenter\n"
+            f"      ansible_nsenter_pid: {pid}\n"
+        )
+        yield Node(root=root, workdir=workdir, address=node_ip, pid=pid, inventory=inventory)
+    finally:
+        if nspawn is not None and nspawn.poll() is None:
+            # SIGTERM asks nspawn to shut the container down cleanly.
+            nspawn.send_signal(signal.SIGTERM)
+            try:
+                nspawn.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait()
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+        _sh("ip", "link", "del", host_if, check=False)
+        _sh("ip", "netns", "del", netns, check=False)
+        if os.environ.get("TIPSTREAM_KEEP_CONVERGE"):
+            print(f"converge root kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def converged(node: Node) -> Node:
+    first = node.playbook("run1")
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
+    return node
+
+
+def test_first_run_installs_everything(converged: Node) -> None:
+    recap = _recap(converged.runs["run1"])
+    assert recap["failed"] == 0
+    assert recap["changed"] > 10
+    for unit in ("postgresql", "redis-server", "nginx", "tipstream-api", "tipstream-worker"):
+        assert converged.run("systemctl", "is-active", unit).stdout.strip() == "active", unit
+    doctor = converged.run("/opt/tipstream/venv/bin/tipctl", "doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+def test_second_run_changes_nothing(converged: Node) -> None:
+    second = converged.playbook("run2")
+    assert second.returncode == 0, second.stdout[-4000:]
+    recap = _recap(second)
+    changed = re.findall(r"^changed: .*$|^TASK \[(.+)\]", second.stdout, re.M)
+    assert recap["changed"] == 0, changed
+    assert recap["failed"] == 0
+
+
+def test_check_diff_run_changes_nothing(converged: Node) -> None:
+    check = converged.playbook("check", "--check", "--diff")
+    assert check.returncode == 0, check.stdout[-4000:]
+    assert _recap(check)["changed"] == 0
+
+
+def test_served_through_nginx_over_tls(converged: Node) -> None:
+    base = f"https://{converged.address}"
+    with httpx.Client(verify=False, timeout=15, headers={"Host": DOMAIN}) as client:
+        plain = httpx.get(f"http://{converged.address}/readyz", timeout=15)
+        assert plain.status_code == 301
+        ready = client.get(f"{base}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"postgres": "ok", "valkey": "ok"}
+        assert ready.headers["strict-transport-security"].startswith("max-age=")
+        body = {
+            "email": "smoke@example.com",
+            "password": "correct horse battery staple 42",
+            "date_of_birth": "1990-01-01",
+            "display_name": "Smoke",
+        }
+        assert client.post(f"{base}/api/auth/register", json=body).status_code == 201
+        login = client.post(
+            f"{base}/api/auth/login", json={"email": body["email"], "password": body["password"]}
+        )
+        assert login.status_code == 200, login.text
+        assert "secure" in login.headers["set-cookie"].lower()
+        me = client.get(f"{base}/api/auth/me")
+        assert me.status_code == 200
+        assert me.json()["user"]["email"] == body["email"]
+        assert client.get(f"{base}/metrics").status_code == 403
+
+
+def test_units_are_sandboxed_under_real_systemd(converged: Node) -> None:
+    for unit in ("tipstream-api.service", "tipstream-worker.service"):
+        result = converged.run("systemd-analyze", "security", "--no-pager", unit)
+        level = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+        assert level, result.stdout[-2000:]
+        assert level.group(2) in {"OK", "SAFE"}, level.group(0)
+        restarts = converged.run("systemctl", "show", "-p", "NRestarts", "--value", unit)
+        assert restarts.stdout.strip() == "0", f"{unit} keeps crashing"
+    verify = _sh(
+        "systemd-analyze",
+        "verify",
+        f"--root={converged.root}",
+        "/etc/systemd/system/tipstream-api.service",
+        "/etc/systemd/system/tipstream-worker.service",
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_secrets_are_generated_on_the_host_and_private(converged: Node) -> None:
+    listing = converged.run("stat", "-c", "%a %U %G %n", "/etc/tipstream/secrets").stdout
+    assert listing.startswith("700 root root")
+    names = ("session_key", "database_password", "valkey_password", "replication_password")
+    for name in names:
+        info = converged.run("stat", "-c", "%a %U", f"/etc/tipstream/secrets/{name}").stdout
+        assert info.split() == ["600", "root"], name
+        value = converged.run("cat", f"/etc/tipstream/secrets/{name}").stdout.strip()
+        assert len(value) >= 64
+        for run in converged.runs.values():
+            assert value not in run.stdout + run.stderr, f"{name} leaked into Ansible's output"
+    config = converged.run("stat", "-c", "%a %U %G", "/etc/tipstream/tipstream.toml").stdout
+    assert config.split() == ["640", "root", "tipstream"]
+
+
+def test_upgrade_with_tags_app_migrates_before_restarting(converged: Node) -> None:
+    upgrade = converged.playbook("upgrade", "--tags", "app", "-e", "app__force_reinstall=true")
+    assert upgrade.returncode == 0, upgrade.stdout[-4000:]
+    out = upgrade.stdout
+    migrate = out.index("TASK [app : Apply database migrations before the services (re)start]")
+    restart = out.index("RUNNING HANDLER [app : Restart tipstream]")
+    doctor = out.index("TASK [app : Check the node with tipctl doctor]")
+    assert migrate < restart < doctor
+    assert "postgres :" not in out  # only the app's tasks ran
+    with httpx.Client(verify=False, timeout=15) as client:
+        assert client.get(f"https://{converged.address}/readyz").status_code == 200
