@@ -12,6 +12,7 @@ from tipctl import (
     db_cmd,
     doctor_cmd,
     keys_cmd,
+    kyc_cmd,
     ledger_cmd,
     payouts_cmd,
     rooms_cmd,
@@ -45,6 +46,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(run_cmd.app, name="run")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(kyc_cmd.app, name="kyc")
 app.add_typer(streams_cmd.app, name="streams")
 app.add_typer(rooms_cmd.app, name="rooms")
 app.add_typer(payouts_cmd.app, name="payouts")

@@ -282,3 +282,23 @@ async def user_email(conn: Conn, user_id: int) -> str:
     cur = await conn.execute("SELECT email FROM users WHERE id = %(id)s", {"id": user_id})
     row = await cur.fetchone()
     return "" if row is None else str(row["email"])
+
+
+async def expire_documents(conn: Conn) -> list[int]:
+    """Approved verifications whose document has expired become 'expired'; their user ids."""
+    cur = await conn.execute(
+        """
+        UPDATE kyc SET status = 'expired', updated_at = now()
+        WHERE status = 'approved' AND document_expires_on < current_date
+        RETURNING user_id
+        """
+    )
+    return [int(str(row["user_id"])) for row in await cur.fetchall()]
+
+
+async def submissions_of_user(conn: Conn, user_id: int) -> list[SubmissionRow]:
+    async with conn.cursor(row_factory=class_row(SubmissionRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM kyc_submissions WHERE user_id = %(user)s ORDER BY id", {"user": user_id}
+        )
+        return await cur.fetchall()

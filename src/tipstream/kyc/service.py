@@ -367,7 +367,7 @@ async def queue(
     return [summary(r) for r in rows]
 
 
-async def _read(conn: Conn, vault: Vault, object_id: UUID) -> bytes:
+async def read_object(conn: Conn, vault: Vault, object_id: UUID) -> bytes:
     try:
         _, data = await vault.get(conn, object_id)
     except DecryptionFailed as exc:
@@ -402,7 +402,7 @@ async def detail(
     form = None
     if row.purged_at is None and row.form_object is not None:
         try:
-            data = await _read(conn, vault, row.form_object)
+            data = await read_object(conn, vault, row.form_object)
             form = msgspec.json.decode(data, type=StoredForm)
         except ObjectGone:
             form = None
@@ -448,7 +448,7 @@ async def image(
         details={"image": name, "user_id": row.user_id},
     )
     try:
-        data = await _read(conn, vault, object_id)
+        data = await read_object(conn, vault, object_id)
     except ObjectGone:
         raise ImageNotFound(f"the {name} image of submission {submission_id} is gone") from None
     return uploads.OUTPUT_TYPE, data
@@ -526,7 +526,7 @@ async def check_mrz(
     if row.purged_at is not None or row.form_object is None:
         raise KycState409("the submission was purged")
     vault = open_vault(settings)
-    stored = msgspec.json.decode(await _read(conn, vault, row.form_object), type=StoredForm)
+    stored = msgspec.json.decode(await read_object(conn, vault, row.form_object), type=StoredForm)
     form = SubmissionForm(
         legal_name=stored.legal_name,
         date_of_birth=stored.date_of_birth,
@@ -617,4 +617,13 @@ async def purge(
     return PurgeResult(done, shredded, failed)
 
 
-__all__ = ["SubmissionNotFound"]
+async def expire_documents(conn: Conn) -> list[int]:
+    """Approved verifications past their document's expiry become 'expired' (audited)."""
+    async with conn.transaction():
+        users = await queries.expire_documents(conn)
+        for user_id in users:
+            await audit.record(conn, "kyc.expired", target_type="user", target_id=user_id)
+    return users
+
+
+__all__ = ["ObjectGone", "SubmissionNotFound"]

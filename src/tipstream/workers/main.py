@@ -16,10 +16,11 @@ from tipstream.workers import broker, scheduler
 log = structlog.get_logger("tipstream.workers")
 
 # Every domain's actor module; imported after the broker is set up.
-ACTOR_MODULES = ["tipstream.ledger.actors"]
+ACTOR_MODULES = ["tipstream.ledger.actors", "tipstream.kyc.actors"]
 
 
 def periodic_jobs() -> list[scheduler.Periodic]:
+    from tipstream.kyc import actors as kyc_actors
     from tipstream.ledger import actors as ledger_actors
 
     return [
@@ -33,6 +34,12 @@ def periodic_jobs() -> list[scheduler.Periodic]:
             ledger_actors.PAYOUT_BATCH_EVERY_SECONDS,
             ledger_actors.payout_batch.send,
             offset_seconds=ledger_actors.PAYOUT_BATCH_OFFSET_SECONDS,
+        ),
+        scheduler.Periodic(
+            "kyc.retention",
+            kyc_actors.RETENTION_EVERY_SECONDS,
+            kyc_actors.retention.send,
+            offset_seconds=kyc_actors.RETENTION_OFFSET_SECONDS,
         ),
     ]
 
