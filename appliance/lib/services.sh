@@ -9,7 +9,7 @@
 # Or source it and call services_ensure / services_stop_started_now / services_stop_all.
 # services_ensure sets the variables below in the calling shell but does not export them:
 # tipstream's config reads every TIPSTREAM_* environment variable as a setting, and these are
-# not settings. Whoever needs them in a child's environment (appliance/test) exports them.
+# not settings. The test suite reads them from var/services.env.
 #
 # A server that already answers is used as it is: on a developer machine or CI host that is the
 # machine's own Postgres/Redis, which this script must never stop. Only where nothing answers
@@ -32,7 +32,7 @@ TS_SERVICES_LOADED=1
 TS_PG_PORT=5432
 TS_VALKEY_PORT=6379
 TS_SERVICES_STATE=$TS_RUN/services
-TS_PGTOOL=$(dirname "${BASH_SOURCE[0]}")/pgtool.py
+TS_PGTOOL=$TS_ROOT/appliance/lib/pgtool.py
 # What this shell started (services_stop_started_now stops these and only these).
 TS_STARTED_NOW=()
 
