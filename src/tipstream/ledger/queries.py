@@ -457,8 +457,16 @@ async def tip_by_id(conn: Conn, tip_id: int) -> TipRow | None:
 
 
 async def mark_published(conn: Conn, outbox_ids: list[int]) -> None:
+    """Mark events published, without waiting for the WAL flush: a mark lost in a crash only
+    makes the relay publish the event again, which delivery allows (at least once), and the
+    request answering a tip saves a durable commit."""
     await conn.execute(
-        "UPDATE outbox SET published_at = now() WHERE id = ANY(%(ids)s) AND published_at IS NULL",
+        """
+        WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+        UPDATE outbox SET published_at = now()
+        FROM async_commit
+        WHERE id = ANY(%(ids)s) AND published_at IS NULL
+        """,
         {"ids": outbox_ids},
     )
 
