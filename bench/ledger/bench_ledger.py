@@ -1,0 +1,370 @@
+"""Ledger benchmark: tips per second and p50/p99 latency through the ledger core and through the
+HTTP API, for one hot performer and for many, beside pgbench's TPS for an equivalent
+single-row-update transaction on the same Postgres in the same run.
+
+Runs against a fresh scratch database it creates and drops (needs a Postgres superuser URL,
+default postgresql://postgres@127.0.0.1:5432/postgres, and Valkey at redis://127.0.0.1:6379/0).
+
+    .venv/bin/python bench/ledger/bench_ledger.py --seconds 10 --clients 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "cli"), str(Path(__file__).resolve().parent)]
+
+from tipstream import db as tsdb  # noqa: E402
+from tipstream.config import Settings, load_settings  # noqa: E402
+from tipstream.ledger import service, tips, verify  # noqa: E402
+
+VIEWERS = 2_000
+TOKENS_EACH = 1_000_000
+
+
+@dataclass
+class Result:
+    name: str
+    count: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def line(self) -> str:
+        lat = sorted(self.latencies) or [0.0]
+        p50 = lat[len(lat) // 2] * 1000
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        return f"{self.name:<34} {self.rate:>9.0f} /s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+
+
+def with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def make_settings(db_url: str, kv_url: str, workdir: Path) -> Settings:
+    secrets = workdir / "secrets"
+    secrets.mkdir(exist_ok=True)
+    (secrets / "session_key").write_text(uuid.uuid4().hex * 2)
+    config = workdir / "tipstream.toml"
+    config.write_text(
+        f'secrets_dir = "{secrets}"\n[database]\nurl = "{db_url}"\npool_min = 1\npool_max = 40\n'
+        f'[valkey]\nurl = "{kv_url}"\nkey_prefix = "bench:{uuid.uuid4().hex[:8]}:"\n'
+        '[security]\ncookie_secure = false\n[logging]\nlevel = "ERROR"\n'
+        "[ledger]\ntips_per_minute = 100000000\n"
+    )
+    os.environ["TIPSTREAM_CONFIG"] = str(config)
+    return load_settings(config, environ={})
+
+
+async def setup(settings: Settings, performers: int) -> tuple[list[int], list[int]]:
+    async with tsdb.connect(settings) as conn:
+        await tsdb.migrate(conn)
+        cur = await conn.execute(
+            """
+            INSERT INTO users (email, display_name, password_hash, date_of_birth, role)
+            SELECT 'bench-' || g || '@example.test', 'Viewer ' || g, 'x', '1990-01-01', 'viewer'
+            FROM generate_series(1, %s) g RETURNING id
+            """,
+            (VIEWERS,),
+        )
+        viewers = [int(r["id"]) for r in await cur.fetchall()]
+        cur = await conn.execute(
+            """
+            INSERT INTO users (email, display_name, password_hash, date_of_birth, role)
+            SELECT 'perf-' || g || '@example.test', 'Performer ' || g, 'x', '1990-01-01',
+                   'performer'
+            FROM generate_series(1, %s) g RETURNING id
+            """,
+            (performers,),
+        )
+        stars = [int(r["id"]) for r in await cur.fetchall()]
+        streams = []
+        for i, performer in enumerate(stars):
+            cur = await conn.execute(
+                """
+                INSERT INTO streams (performer_id, title, status, started_at, janus_room_id,
+                                     janus_room_secret, janus_room_pin)
+                VALUES (%s, 'bench', 'live', now(), %s, 's', 'p') RETURNING id
+                """,
+                (performer, 1_000_000 + i),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            streams.append(int(row["id"]))
+        for viewer in viewers:
+            await service.grant_tokens(
+                conn,
+                settings,
+                user_id=viewer,
+                tokens=TOKENS_EACH,
+                grant_id=f"bench-{viewer}",
+                reason="bench",
+                actor_id=None,
+            )
+    return viewers, streams
+
+
+async def core_worker(
+    settings: Settings,
+    viewers: list[int],
+    streams: list[int],
+    deadline: float,
+    latencies: list[float],
+) -> int:
+    done = 0
+    async with tsdb.connect(settings) as conn:
+        i = 0
+        while time.perf_counter() < deadline:
+            viewer = viewers[i % len(viewers)]
+            stream = streams[i % len(streams)]
+            i += 1
+            start = time.perf_counter()
+            await tips.post_tip(
+                conn,
+                settings,
+                viewer_id=viewer,
+                stream_id=stream,
+                tokens=1,
+                message=None,
+                private=False,
+                idempotency_key=uuid.uuid4().hex,
+            )
+            latencies.append(time.perf_counter() - start)
+            done += 1
+    return done
+
+
+def core_process(
+    args: tuple[str, list[int], list[int], float, int, Any],
+) -> tuple[int, list[float]]:
+    config, viewers, streams, seconds, clients, start_at = args
+    settings = load_settings(Path(config), environ={})
+
+    async def main() -> tuple[int, list[float]]:
+        # Every process starts at the same moment.
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        deadline = time.perf_counter() + seconds
+        latencies: list[float] = []
+        counts = await asyncio.gather(
+            *[
+                core_worker(settings, viewers[k::clients], streams, deadline, latencies)
+                for k in range(clients)
+            ]
+        )
+        return sum(counts), latencies
+
+    return asyncio.run(main())
+
+
+def run_core(
+    name: str,
+    settings: Settings,
+    viewers: list[int],
+    streams: list[int],
+    seconds: float,
+    clients: int,
+    processes: int,
+) -> Result:
+    config = os.environ["TIPSTREAM_CONFIG"]
+    start_at = time.time() + 1.0
+    per = clients // processes
+    jobs = [
+        (config, viewers[p::processes], streams, seconds, per, start_at) for p in range(processes)
+    ]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        results = pool.map(core_process, jobs)
+    count = sum(r[0] for r in results)
+    latencies = [x for r in results for x in r[1]]
+    return Result(name, count, seconds, latencies)
+
+
+def run_pgbench(admin_url: str, dbname: str, seconds: float, clients: int) -> float:
+    """TPS of one single-row UPDATE per transaction (pgbench's own accounts table), the same
+    shape as the minimum a tip must do: lock and change a balance row, commit."""
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        raise SystemExit("pgbench not found (Debian: postgresql-client)")
+    parts = urlsplit(admin_url)
+    env = dict(
+        os.environ,
+        PGHOST=parts.hostname or "127.0.0.1",
+        PGPORT=str(parts.port or 5432),
+        PGUSER=parts.username or "postgres",
+    )
+    subprocess.run(
+        [pgbench, "-i", "-q", "-s", "10", dbname], check=True, env=env, capture_output=True
+    )
+    script = Path(tempfile.mkdtemp()) / "update.sql"
+    script.write_text(
+        "\\set aid random(1, 1000000)\n"
+        "UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid = :aid;\n"
+    )
+    out = subprocess.run(
+        [
+            pgbench,
+            "-n",
+            "-f",
+            str(script),
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(int(seconds)),
+            dbname,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def run_pgbench_tips(
+    admin_url: str, dbname: str, seconds: float, clients: int, viewers: list[int], stream: int
+) -> float:
+    """TPS of the tip statement itself (ledger_post_tip) driven by pgbench, a C client: the
+    database's share of a tip, without Python."""
+    pgbench = shutil.which("pgbench")
+    assert pgbench is not None
+    parts = urlsplit(admin_url)
+    env = dict(
+        os.environ,
+        PGHOST=parts.hostname or "127.0.0.1",
+        PGPORT=str(parts.port or 5432),
+        PGUSER=parts.username or "postgres",
+    )
+    script = Path(tempfile.mkdtemp()) / "tip.sql"
+    script.write_text(
+        f"\\set v random({min(viewers)}, {max(viewers)})\n"
+        "\\set s random(0, 31)\n"
+        f"SELECT outbox_id FROM ledger_post_tip(:v, {stream}, 1, NULL, false, "
+        "md5(random()::text || :v), 'pgbench', 'USD', 100, 100, 3000, :s::smallint, 'bench');\n"
+    )
+    out = subprocess.run(
+        [
+            pgbench,
+            "-n",
+            "-f",
+            str(script),
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(int(seconds)),
+            dbname,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--valkey-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--performers", type=int, default=200)
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+
+    dbname = f"tipstream_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    workdir = Path(tempfile.mkdtemp(prefix="tipstream-bench-"))
+    try:
+        settings = make_settings(with_db(args.admin_url, dbname), args.valkey_url, workdir)
+        viewers, streams = asyncio.run(setup(settings, args.performers))
+        results = [
+            run_core(
+                "ledger core, one hot performer",
+                settings,
+                viewers,
+                streams[:1],
+                args.seconds,
+                args.clients,
+                args.processes,
+            ),
+            run_core(
+                f"ledger core, {len(streams)} performers",
+                settings,
+                viewers,
+                streams,
+                args.seconds,
+                args.clients,
+                args.processes,
+            ),
+        ]
+        if not args.skip_http:
+            import http_bench  # beside this script
+
+            results += [
+                Result(name, count, seconds, latencies)
+                for name, count, seconds, latencies in http_bench.run(
+                    settings, viewers, streams, args
+                )
+            ]
+        tps = run_pgbench(args.admin_url, dbname, args.seconds, args.clients)
+        sql_tips = run_pgbench_tips(
+            args.admin_url, dbname, args.seconds, args.clients, viewers, streams[0]
+        )
+
+        async def check() -> bool:
+            async with tsdb.connect(settings) as conn:
+                return (await verify.verify(conn)).ok
+
+        ok = asyncio.run(check())
+        print(f"# {os.cpu_count()} cores, {args.clients} clients, {args.seconds:.0f} s each")
+        for r in results:
+            print(f"{r.line()}   {r.rate / tps:5.2f}x pgbench")
+        print(
+            f"{'ledger_post_tip via pgbench (no Python)':<34} {sql_tips:>9.0f} /s"
+            f"{'':<35}{sql_tips / tps:5.2f}x pgbench"
+        )
+        print(f"{'pgbench single-row UPDATE':<34} {tps:>9.0f} /s")
+        print(f"ledger verify after the run: {'ok' if ok else 'FAILED'}")
+        if not ok:
+            raise SystemExit(1)
+    finally:
+        with psycopg.connect(args.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
