@@ -105,3 +105,52 @@ def render_coturn(config: CoturnConfig, path: Path) -> Path:
 def coturn_command(conf: Path) -> list[str]:
     turnserver = shutil.which("turnserver") or "/usr/bin/turnserver"
     return [turnserver, "-c", str(conf), "--no-software-attribute"]
+
+
+def _read_secret(secrets_dir: Path, name: str) -> str:
+    return (secrets_dir / name).read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Render the configs from the command line (the dev runner, appliance/janus/media.sh):
+
+    python -m tipstream.rooms.mediaservers janus OUT_DIR --secrets DIR
+    python -m tipstream.rooms.mediaservers coturn OUT_FILE --secrets DIR --ip IP [--port N]
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tipstream.rooms.mediaservers")
+    parser.add_argument("what", choices=["janus", "coturn"])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--secrets", type=Path, required=True)
+    parser.add_argument("--ip", default="127.0.0.1", help="coturn listening/relay address")
+    parser.add_argument("--port", type=int, default=3478)
+    parser.add_argument("--pid-file", default="/run/turnserver.pid")
+    parser.add_argument("--log-file", default="")
+    args = parser.parse_args(argv)
+    if args.what == "janus":
+        config = JanusConfig(
+            api_secret=_read_secret(args.secrets, "janus_api_secret"),
+            admin_secret=_read_secret(args.secrets, "janus_admin_secret"),
+            admin_key=_read_secret(args.secrets, "janus_admin_key"),
+            log_file=args.log_file,
+            log_to_stdout=not args.log_file,
+        )
+        print(render_janus(config, args.out))
+    else:
+        coturn = CoturnConfig(
+            secret=_read_secret(args.secrets, "turn_secret"),
+            listening_ip=args.ip,
+            listening_port=args.port,
+            relay_ip=args.ip,
+            pid_file=args.pid_file,
+            log_file=args.log_file,
+            # The SFU runs on this same box: relaying to its own address is what TURN is for.
+            allowed_peer_ips=[args.ip] if args.ip != "127.0.0.1" else [],
+            allow_loopback_peers=args.ip == "127.0.0.1",
+        )
+        print(render_coturn(coturn, args.out))
+
+
+if __name__ == "__main__":
+    main()
