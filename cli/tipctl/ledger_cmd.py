@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from datetime import UTC, date, datetime, time
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,11 +34,11 @@ from tipctl.common import (
 )
 from tipstream.accounts import service as accounts
 from tipstream.db import Conn
-from tipstream.ledger import outbox, wallets
+from tipstream.ledger import outbox, statements, wallets
 from tipstream.ledger import service as ledger_service
 from tipstream.ledger import verify as ledger_verify
 from tipstream.ledger.money import Rates
-from tipstream.ledger.schemas import AccountBalance, HistoryPage, VerifyReport
+from tipstream.ledger.schemas import AccountBalance, HistoryPage, Statement, VerifyReport
 from tipstream.payments import queries as payment_queries
 from tipstream.payments import service as payment_service
 from tipstream.payments.queries import PurchaseRow
@@ -290,3 +291,42 @@ def buy(
         out.print(f"{who} holds {balance} tokens already; nothing to buy")
         raise typer.Exit(EXIT_NOTHING_TO_DO)
     out.print(f"done: purchase {purchase_id} credited; {who} now holds {balance} tokens")
+
+
+@app.command("statement")
+def statement(
+    who: str = typer.Argument(..., help="Performer id or email."),
+    start: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD (UTC)."),
+    end: str = typer.Option(..., "--to", help="Day after the last, YYYY-MM-DD (UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (keys as the API's)."),
+) -> None:
+    """A performer's earnings statement for a period."""
+    try:
+        first = datetime.combine(date.fromisoformat(start), time(), UTC)
+        after = datetime.combine(date.fromisoformat(end), time(), UTC)
+    except ValueError:
+        fail("--from and --to are dates: YYYY-MM-DD", 2)
+    cfg = settings()
+
+    async def fetch(conn: Conn) -> Statement:
+        user = await accounts.find_user(conn, who)
+        return await statements.statement(conn, cfg, performer_id=user.id, start=first, end=after)
+
+    found = run(with_conn(cfg, fetch))
+    if as_json:
+        print_json(found)
+        return
+    print_table(
+        ["", found.currency],
+        [
+            ("period", f"{start} to {end} (UTC, end excluded)"),
+            ("opening balance", found.opening_balance),
+            ("tips", f"{found.tips} ({found.tokens} tokens, gross {found.gross})"),
+            ("platform fees", found.platform_fees),
+            ("tip earnings", found.tip_earnings),
+            ("chargebacks", f"-{found.chargebacks}"),
+            ("payouts", f"-{found.payouts}"),
+            ("payouts returned", found.payouts_returned),
+            ("closing balance", found.closing_balance),
+        ],
+    )

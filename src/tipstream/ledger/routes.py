@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -14,7 +15,7 @@ from tipstream.accounts.service import Principal
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Problem
-from tipstream.ledger import payouts, tips, wallets
+from tipstream.ledger import payouts, statements, tips, wallets
 from tipstream.ledger.money import Rates
 from tipstream.ledger.schemas import (
     EarningsView,
@@ -24,6 +25,7 @@ from tipstream.ledger.schemas import (
     PayoutApproval,
     PayoutBatch,
     PayoutRequest,
+    Statement,
     Tip,
     TipRequest,
     TokenPackage,
@@ -145,6 +147,25 @@ class PayoutController(Controller):
             held_for_payouts=rates.format_units(found.held_for_payouts),
             in_hold_period=rates.format_units(found.in_hold_period),
             payable=rates.format_units(found.payable),
+        )
+
+    @get("/statement", guards=[guards.performer])
+    async def statement(
+        self,
+        principal: Principal,
+        conn: Conn,
+        settings: Settings,
+        start: date,
+        end: date,
+    ) -> Statement:
+        """Your earnings statement for [start, end) (UTC dates): opening balance, tips, fees,
+        chargebacks, payouts, closing balance."""
+        return await statements.statement(
+            conn,
+            settings,
+            performer_id=principal.user.id,
+            start=datetime.combine(start, time(), UTC),
+            end=datetime.combine(end, time(), UTC),
         )
 
     @post("/", guards=[guards.performer], status_code=201)

@@ -156,3 +156,22 @@ class PayoutBatch(msgspec.Struct):
 
 class FailRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class Statement(msgspec.Struct):
+    """A performer's earnings over a period [start, end) in UTC, from the ledger."""
+
+    performer_id: int
+    currency: str
+    start: datetime
+    end: datetime
+    opening_balance: str
+    tips: int
+    tokens: int
+    gross: str
+    platform_fees: str
+    tip_earnings: str
+    chargebacks: str
+    payouts: str
+    payouts_returned: str
+    closing_balance: str

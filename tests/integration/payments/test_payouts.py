@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -184,6 +185,46 @@ async def test_a_payout_from_request_to_bank_file_to_paid_or_failed(
     assert (earnings["balance"], earnings["payable"]) == ("90.00", "90.00")
     mine = (await performer.get("/api/payouts")).json()
     assert {p["id"]: p["status"] for p in mine} == {small_id: "paid", big_id: "failed"}
+
+    today = datetime.now(UTC).date()
+    statement = (
+        await performer.get(
+            "/api/payouts/statement",
+            params={"start": str(today), "end": str(today + timedelta(days=1))},
+        )
+    ).json()
+    assert {
+        k: statement[k]
+        for k in (
+            "opening_balance",
+            "tips",
+            "tokens",
+            "gross",
+            "platform_fees",
+            "tip_earnings",
+            "chargebacks",
+            "payouts",
+            "payouts_returned",
+            "closing_balance",
+        )
+    } == {
+        "opening_balance": "0.00",
+        "tips": 1,
+        "tokens": 20_000,
+        "gross": "200.00",
+        "platform_fees": "60.00",
+        "tip_earnings": "140.00",
+        "chargebacks": "0.00",
+        "payouts": "110.00",
+        "payouts_returned": "60.00",
+        "closing_balance": "90.00",
+    }
+    assert_problem(
+        await performer.get(
+            "/api/payouts/statement", params={"start": str(today), "end": str(today)}
+        ),
+        422,
+    )
 
 
 async def test_earnings_in_the_hold_period_cannot_be_paid_out(
