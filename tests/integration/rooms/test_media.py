@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from tests.integration.rooms.conftest import AppServer
+from tests.integration.rooms.conftest import AppServer, AppServerFactory, JanusServer
 from tests.integration.rooms.media import (
     Arrivals,
     StampedVideoTrack,
@@ -22,6 +23,8 @@ from tests.integration.rooms.media import (
     watch,
 )
 from tests.integration.rooms.people import Person, RoomConn, live_stream, sign_up
+from tipstream.config import Settings
+from tipstream.db import Conn
 
 
 @dataclass
@@ -183,4 +186,57 @@ async def test_wrong_turn_secret_gives_no_relay_candidate(app_server: AppServer)
         await _close(good, bad)
     finally:
         await room.close()
+        await performer.post(f"/api/streams/{stream_id}/end")
+
+
+@pytest.mark.slow
+async def test_publisher_leaving_tells_viewers_and_ends_the_stream_after_grace(
+    app_server_factory: AppServerFactory, rooms_settings_factory: Callable[..., Settings]
+) -> None:
+    server = await app_server_factory(rooms_settings_factory(rooms={"publisher_grace_seconds": 2}))
+    performer = await sign_up(server, "performer", "performer")
+    stream_id = await live_stream(performer)
+    publisher = await start_publisher(performer, stream_id)
+    viewer = await start_viewer(await sign_up(server), stream_id)
+    try:
+        await asyncio.wait_for(viewer.arrivals.first.wait(), 10)
+        await publisher.room.close()  # the performer's tab closes
+        down = await viewer.room.expect("publisher_down", timeout=10)
+        assert down["reason"] == "publisher disconnected"
+        ended = await viewer.room.expect("stream_ended", timeout=15)
+        assert ended["reason"] == "publisher left"
+        shown = (await performer.http.get(f"/api/streams/{stream_id}")).json()
+        assert shown["status"] == "ended" and shown["end_reason"] == "publisher left"
+    finally:
+        await _close(publisher.pc, viewer.pc)
+
+
+@pytest.mark.slow
+async def test_live_rooms_come_back_after_janus_restarts(
+    janus_server: JanusServer, app_server: AppServer, db: Conn
+) -> None:
+    performer = await sign_up(app_server, "performer", "performer")
+    stream_id = await live_stream(performer)
+    cur = await db.execute("SELECT janus_room_id FROM streams WHERE id = %s", (stream_id,))
+    row = await cur.fetchone()
+    assert row is not None
+    room_id = row["janus_room_id"]
+    await janus_server.restart()
+    # The app's Janus client reconnects and re-creates the rooms of live streams; a publisher
+    # can then go live again in the same room.
+    publisher = None
+    deadline = time.monotonic() + 30
+    while publisher is None:
+        try:
+            publisher = await start_publisher(performer, stream_id)
+        except (TimeoutError, ConnectionError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+    viewer = await start_viewer(await sign_up(app_server), stream_id)
+    try:
+        await asyncio.wait_for(viewer.arrivals.first.wait(), 10)
+        assert room_id  # same stream, same room id
+    finally:
+        await _close(publisher.pc, viewer.pc)
         await performer.post(f"/api/streams/{stream_id}/end")
