@@ -293,17 +293,23 @@ async def insert_api_token(
 
 
 async def api_token_by_hash(conn: Conn, token_hash: str) -> ApiTokenRow | None:
+    """The active (not revoked, not expired) token with this hash."""
     async with conn.cursor(row_factory=class_row(ApiTokenRow)) as cur:
         await cur.execute(
             """
-            UPDATE api_tokens SET last_used_at = now()
+            SELECT * FROM api_tokens
             WHERE token_hash = %(h)s AND revoked_at IS NULL
               AND (expires_at IS NULL OR expires_at > now())
-            RETURNING *
             """,
             {"h": token_hash},
         )
         return await cur.fetchone()
+
+
+async def touch_api_token(conn: Conn, token_id: int) -> None:
+    await conn.execute(
+        "UPDATE api_tokens SET last_used_at = now() WHERE id = %(id)s", {"id": token_id}
+    )
 
 
 async def api_tokens_of(conn: Conn, user_id: int) -> list[ApiTokenRow]:

@@ -33,6 +33,8 @@ from tipstream.errors import (
     Unauthorized,
 )
 
+API_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+
 
 class Underage(InvalidInput):
     slug, title = "underage", "Below the minimum age"
@@ -315,6 +317,11 @@ async def authenticate_token(conn: Conn, token: str) -> Principal | None:
     row = await queries.api_token_by_hash(conn, credentials.sha256_hex(token))
     if row is None:
         return None
+    # "Last used" is for humans reviewing their tokens: minute precision spares a durable
+    # write on nearly every scripted request.
+    now = datetime.now(UTC)
+    if row.last_used_at is None or now - row.last_used_at > API_TOKEN_TOUCH_INTERVAL:
+        await queries.touch_api_token(conn, row.id)
     user = await queries.user_by_id(conn, row.user_id)
     if user.disabled_at is not None:
         return None
