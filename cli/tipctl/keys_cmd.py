@@ -26,6 +26,7 @@ from tipctl.common import (
     settings,
     with_conn,
 )
+from tipstream.audit import service as audit
 from tipstream.config import SECRET_FILES, Settings
 from tipstream.db import Conn
 from tipstream.vault.keys import Keyring, KeyringError, new_keyring
@@ -168,7 +169,20 @@ def rotate(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            return await vault.rotate(conn, batch=batch, progress=progress)
+            result = await vault.rotate(conn, batch=batch, progress=progress)
+        await audit.record(
+            conn,
+            "vault.keys_rotated",
+            target_type="vault_key",
+            target_id=keyring.active_id,
+            details={
+                "resumed": resuming,
+                "rewrapped": result.rewrapped,
+                "failed": result.failed,
+                "remaining": result.remaining,
+            },
+        )
+        return result
 
     result = run(with_conn(cfg, go))
     out.print(

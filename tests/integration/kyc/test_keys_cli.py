@@ -47,6 +47,8 @@ async def test_rotate_rewraps_all_and_prune_retires_the_old_key(
         assert (await new_vault.get(kyc_db, object_id))[1] == plain
     assert set(await new_vault.keys_in_use(kyc_db)) == {rotated.active_id}
 
+    code, out, err = await tipctl("audit", "verify")
+    assert code == 0, (out, err)
     code, out, _ = await tipctl("keys", "status", "--json")
     assert code == 0 and rotated.active_id in out
 

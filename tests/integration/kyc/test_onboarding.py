@@ -7,7 +7,10 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-from tests.helpers import UserFactory, assert_problem, scalar
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.helpers import BrowserFactory, UserFactory, assert_problem, scalar
 from tests.integration.kyc.conftest import form_fields, image_files, photo, submit
 from tests.unit.test_mrz_parse import td3
 from tipstream.db import Conn
@@ -230,3 +233,12 @@ async def test_only_performers_onboard(
     assert_problem(await submit(someone), 403)
     moderator = await reviewer()
     assert_problem(await submit(moderator), 403)
+
+
+async def test_a_minor_cannot_even_register_as_performer(
+    new_browser: BrowserFactory, kyc_client: AsyncTestClient[Litestar], kyc_db: Conn
+) -> None:
+    anon = new_browser(kyc_client)
+    response = await anon.register(role="performer", date_of_birth=years_ago(17))
+    assert_problem(response, 422, "underage")
+    assert await scalar(kyc_db, "SELECT count(*) FROM users WHERE email = %s", (anon.email,)) == 0
