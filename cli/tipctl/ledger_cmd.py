@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Coroutine
 from datetime import UTC, date, datetime, time
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -25,6 +27,7 @@ from tipctl.common import (
     out,
     print_json,
     print_table,
+    read_secret_file,
     settings,
     with_conn,
     with_conn_kv,
@@ -32,9 +35,11 @@ from tipctl.common import (
 from tipctl.common import (
     run as run_service,
 )
+from tipstream.accounts import credentials
+from tipstream.accounts import queries as accounts_queries
 from tipstream.accounts import service as accounts
 from tipstream.db import Conn
-from tipstream.ledger import outbox, statements, wallets
+from tipstream.ledger import adjustments, outbox, statements, wallets
 from tipstream.ledger import service as ledger_service
 from tipstream.ledger import verify as ledger_verify
 from tipstream.ledger.money import Rates
@@ -328,5 +333,154 @@ def statement(
             ("payouts", f"-{found.payouts}"),
             ("payouts returned", found.payouts_returned),
             ("closing balance", found.closing_balance),
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- adjustments
+
+adjust_app = typer.Typer(
+    help="Manual adjustments, two-person rule: one admin proposes, another approves.",
+    no_args_is_help=True,
+)
+app.add_typer(adjust_app, name="adjust")
+
+
+def second_factor(code_file: Path | None) -> str:
+    """The acting admin's current 2FA code, from a file or the terminal."""
+    if code_file is not None:
+        return read_secret_file(code_file)
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for the 2FA code: pass --totp-file FILE", 2)
+    return str(typer.prompt("2FA code", hide_input=True))
+
+
+async def verified_admin(conn: Conn, who: str, code: str, *, permission: str | None = None) -> int:
+    """The admin's id, once their role, permission and current TOTP code check out."""
+    user = await accounts.find_user(conn, who)
+    if user.role != "admin" or (permission and permission not in user.permissions):
+        fail(
+            f"{who} is not an admin" + (f" with the {permission} permission" if permission else "")
+        )
+    row = await accounts_queries.user_by_id(conn, user.id)
+    secret = row.totp_secret if row.totp_enabled_at is not None else None
+    if secret is None or credentials.totp_match_step(secret, code) is None:
+        fail("wrong or expired 2FA code")
+    return user.id
+
+
+ADMIN_OPTION = typer.Option(..., "--admin", help="The acting admin (id or email).")
+TOTP_OPTION = typer.Option(None, "--totp-file", help="File with the admin's current 2FA code.")
+
+
+@adjust_app.command("propose")
+def adjust_propose(
+    debit: str = typer.Argument(
+        ..., help="wallet:USER_ID, earnings:USER_ID or platform:KIND[:CODE]"
+    ),
+    credit: str = typer.Argument(..., help="Same forms as DEBIT."),
+    amount: str = typer.Argument(..., help="Whole tokens for TKN, a decimal for currency."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the audit log)."),
+    admin: str = ADMIN_OPTION,
+    totp_file: Path | None = TOTP_OPTION,
+) -> None:
+    """Propose a transfer; it is held (pending) until a second admin approves it."""
+    cfg = settings()
+    code = second_factor(totp_file)
+
+    async def do(conn: Conn) -> str:
+        admin_id = await verified_admin(conn, admin, code)
+        row = await adjustments.propose(
+            conn,
+            cfg,
+            debit=debit,
+            credit=credit,
+            amount=amount,
+            reason=reason,
+            admin_id=admin_id,
+        )
+        return row.id
+
+    transfer_id = run(with_conn(cfg, do))
+    out.print(f"proposed {transfer_id}; another admin approves it with:")
+    out.print(f"  tipctl ledger adjust approve {transfer_id} --admin OTHER_ADMIN", markup=False)
+
+
+@adjust_app.command("approve")
+def adjust_approve(
+    transfer_id: str = typer.Argument(..., help="The proposed adjustment's id."),
+    admin: str = ADMIN_OPTION,
+    totp_file: Path | None = TOTP_OPTION,
+) -> None:
+    """Approve (post) an adjustment another admin proposed."""
+    cfg = settings()
+    code = second_factor(totp_file)
+
+    async def do(conn: Conn) -> None:
+        admin_id = await verified_admin(conn, admin, code)
+        await adjustments.decide(conn, transfer_id=transfer_id, admin_id=admin_id, approve=True)
+
+    run(with_conn(cfg, do))
+    out.print(f"done: {transfer_id} posted")
+
+
+@adjust_app.command("cancel")
+def adjust_cancel(
+    transfer_id: str = typer.Argument(..., help="The proposed adjustment's id."),
+    admin: str = ADMIN_OPTION,
+    totp_file: Path | None = TOTP_OPTION,
+) -> None:
+    """Cancel (void) a proposed adjustment."""
+    cfg = settings()
+    code = second_factor(totp_file)
+
+    async def do(conn: Conn) -> None:
+        admin_id = await verified_admin(conn, admin, code)
+        await adjustments.decide(conn, transfer_id=transfer_id, admin_id=admin_id, approve=False)
+
+    run(with_conn(cfg, do))
+    out.print(f"done: {transfer_id} voided")
+
+
+@adjust_app.command("list")
+def adjust_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Adjustments waiting for a second admin."""
+    cfg = settings()
+
+    async def fetch(conn: Conn) -> list[dict[str, object]]:
+        return [
+            {
+                "id": r.id,
+                "asset": r.asset,
+                "amount": r.amount,
+                "debit": r.metadata.get("debit"),
+                "credit": r.metadata.get("credit"),
+                "reason": r.metadata.get("reason"),
+                "proposed_by": r.metadata.get("proposed_by"),
+                "at": r.created_at,
+            }
+            for r in await adjustments.pending_adjustments(conn)
+        ]
+
+    rows = run(with_conn(cfg, fetch))
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no adjustments waiting")
+        raise typer.Exit(EXIT_NOTHING_TO_DO)
+    print_table(
+        ["id", "asset", "amount", "debit", "credit", "reason", "proposed by"],
+        [
+            (
+                r["id"],
+                r["asset"],
+                r["amount"],
+                r["debit"],
+                r["credit"],
+                r["reason"],
+                r["proposed_by"],
+            )
+            for r in rows
         ],
     )

@@ -14,14 +14,11 @@ from tipctl.common import (
     out,
     print_json,
     print_table,
-    read_secret_file,
     run,
     settings,
     with_conn,
 )
-from tipstream.accounts import credentials
-from tipstream.accounts import queries as accounts_queries
-from tipstream.accounts import service as accounts
+from tipctl.ledger_cmd import second_factor, verified_admin
 from tipstream.db import Conn
 from tipstream.ledger import payouts
 from tipstream.ledger.money import Rates
@@ -98,14 +95,6 @@ def batch(
     out.print(f"done: batch {batch_id} with {count} payouts")
 
 
-def _totp_code(code_file: Path | None) -> str:
-    if code_file is not None:
-        return read_secret_file(code_file)
-    if not sys.stdin.isatty():
-        fail("no terminal to ask for the 2FA code: pass --totp-file FILE", EXIT_USAGE)
-    return str(typer.prompt("2FA code", hide_input=True))
-
-
 @app.command("approve")
 def approve(
     payout_ids: list[int] = typer.Argument(..., help="Payout ids."),
@@ -118,18 +107,12 @@ def approve(
     """Approve payouts as a finance admin with 2FA. Above the configured amount a second,
     different admin must approve too (two-person rule)."""
     cfg = settings()
-    code = _totp_code(totp_file)
+    code = second_factor(totp_file)
 
     async def do(conn: Conn) -> list[payouts.Approval]:
-        user = await accounts.find_user(conn, admin)
-        if user.role != "admin" or "finance" not in user.permissions:
-            fail(f"{admin} is not an admin with the finance permission")
-        row = await accounts_queries.user_by_id(conn, user.id)
-        secret = row.totp_secret if row.totp_enabled_at is not None else None
-        if secret is None or credentials.totp_match_step(secret, code) is None:
-            fail("wrong or expired 2FA code")
+        admin_id = await verified_admin(conn, admin, code, permission="finance")
         return [
-            await payouts.approve(conn, cfg, payout_id=pid, admin_id=user.id) for pid in payout_ids
+            await payouts.approve(conn, cfg, payout_id=pid, admin_id=admin_id) for pid in payout_ids
         ]
 
     if not yes and sys.stdin.isatty():

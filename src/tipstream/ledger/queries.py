@@ -351,6 +351,18 @@ async def transfers_by_reference(conn: Conn, reference: str) -> list[TransferRow
         return await cur.fetchall()
 
 
+async def transfers_by_kind_phase(conn: Conn, *, kind: str, phase: str) -> list[TransferRow]:
+    async with conn.cursor(row_factory=class_row(TransferRow)) as cur:
+        await cur.execute(
+            """
+            SELECT * FROM ledger_transfers WHERE kind = %(kind)s AND phase = %(phase)s
+            ORDER BY seq
+            """,
+            {"kind": kind, "phase": phase},
+        )
+        return await cur.fetchall()
+
+
 async def pending_resolution(conn: Conn, pending_id: str) -> TransferRow | None:
     """The post or void of a pending transfer, if it has one."""
     async with conn.cursor(row_factory=class_row(TransferRow)) as cur:

@@ -86,3 +86,69 @@ async def test_an_operator_buys_refunds_and_verifies(tipctl, new_user: NewUser) 
     assert tipctl("payouts", "batch", "--dry-run").returncode == 0
     assert tipctl("payouts", "export", "999999", "--format", "csv").returncode == 1
     assert tipctl("payouts", "mark-paid", "1").returncode == 2  # needs --yes
+
+
+async def test_adjustments_need_two_admins_with_2fa_on_the_cli(  # type: ignore[no-untyped-def]
+    tipctl, db, new_user: NewUser, fund, tmp_path: Path
+) -> None:
+    import pyotp
+
+    admins = []
+    for _ in range(2):
+        admin = await new_user("admin")
+        secret = pyotp.random_base32()
+        await db.execute(
+            "UPDATE users SET totp_secret = %s, totp_enabled_at = now() WHERE id = %s",
+            (secret, admin),
+        )
+        code = tmp_path / f"code-{admin}"
+        code.write_text(pyotp.TOTP(secret).now())
+        admins.append((str(admin), str(code)))
+    viewer = await new_user()
+    await fund(viewer, 40)
+    (first, first_code), (second, second_code) = admins
+    wrong = tmp_path / "wrong"
+    wrong.write_text("000000")
+    denied = tipctl(
+        "ledger",
+        "adjust",
+        "propose",
+        f"wallet:{viewer}",
+        "platform:issuance",
+        "15",
+        "--reason",
+        "duplicate",
+        "--admin",
+        first,
+        "--totp-file",
+        str(wrong),
+    )
+    assert denied.returncode == 1 and "2FA" in denied.stderr
+    proposed = tipctl(
+        "ledger",
+        "adjust",
+        "propose",
+        f"wallet:{viewer}",
+        "platform:issuance",
+        "15",
+        "--reason",
+        "duplicate",
+        "--admin",
+        first,
+        "--totp-file",
+        first_code,
+    )
+    assert proposed.returncode == 0, proposed.stderr
+    transfer_id = proposed.stdout.split()[1].rstrip(";")
+    listed = json.loads(tipctl("ledger", "adjust", "list", "--json").stdout)
+    assert transfer_id in [a["id"] for a in listed]
+    same = tipctl(
+        "ledger", "adjust", "approve", transfer_id, "--admin", first, "--totp-file", first_code
+    )
+    assert same.returncode == 1 and "cannot approve" in same.stderr
+    other = tipctl(
+        "ledger", "adjust", "approve", transfer_id, "--admin", second, "--totp-file", second_code
+    )
+    assert other.returncode == 0, other.stderr
+    balance = json.loads(tipctl("ledger", "balance", str(viewer), "--json").stdout)
+    assert [a["balance"] for a in balance if a["kind"] == "wallet"] == [25]
