@@ -83,7 +83,9 @@ def kyc_settings_factory(
 
 @pytest.fixture(scope="session")
 async def kyc_settings(kyc_settings_factory: Callable[..., Settings]) -> Settings:
-    settings = kyc_settings_factory(security={"min_age_by_country": {"US": 21}})
+    settings = kyc_settings_factory(
+        security={"min_age_by_country": {"US": 21}}, payments={"earnings_hold_days": 0}
+    )
     async with tsdb.connect(settings) as conn:
         await tsdb.migrate(conn)
     return settings
