@@ -165,7 +165,15 @@ async def request_payout(
                 {"p": performer_id, "k": idempotency_key},
             )
             if found:
-                same = (found[0].amount_units, found[0].iban) == (units, iban)
+                # The request is kept with its key for good: the same key with any other field
+                # is another request.
+                before = found[0]
+                same = (before.amount_units, before.account_holder, before.iban, before.bic) == (
+                    units,
+                    account_holder,
+                    iban,
+                    bic,
+                )
                 if not same:
                     raise Conflict("this Idempotency-Key was used for another payout request")
                 return found[0], True

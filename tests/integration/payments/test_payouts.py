@@ -107,6 +107,10 @@ async def test_a_payout_from_request_to_bank_file_to_paid_or_failed(
     first = await performer.post("/api/payouts", json=body, headers=headers)
     assert first.status_code == 201, first.text
     again = await performer.post("/api/payouts", json=body, headers=headers)
+    reused = await performer.post(
+        "/api/payouts", json={**body, "account_holder": "Someone Else"}, headers=headers
+    )
+    assert_problem(reused, 409)
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"]
     big = await performer.post("/api/payouts", json={**body, "amount": "60.00"}, headers=key())
     assert big.status_code == 201
