@@ -202,6 +202,37 @@ async def submit(
         for name in IMAGE_FIELDS
         if name in files
     }
+    written: list[UUID] = []
+    try:
+        await _insert_submission(
+            conn, settings, vault, user_id, form, stored, images, index, flags, found, minimum,
+            now, written, ip,
+        )  # fmt: skip
+    except BaseException:
+        # The transaction rolled back: the ciphertext written for it has no key anywhere.
+        for object_id in written:
+            await vault.remove_ciphertext(object_id)
+        raise
+    return await state(conn, settings, user_id)
+
+
+async def _insert_submission(
+    conn: Conn,
+    settings: Settings,
+    vault: Vault,
+    user_id: int,
+    form: SubmissionForm,
+    stored: StoredForm,
+    images: dict[str, bytes],
+    index: str,
+    flags: list[str],
+    found: dict[str, Any],
+    minimum: int,
+    now: datetime,
+    written: list[UUID],
+    ip: str | None,
+) -> None:
+    day = now.date()
     async with conn.transaction():
         kyc = await queries.ensure_kyc_row(conn, user_id)
         if kyc.status == "submitted":
@@ -213,7 +244,7 @@ async def submit(
             flags.append("duplicate_document")
             found["duplicate_document_users"] = others
         found["age"] = {"minimum": minimum, "age": age_on(form.date_of_birth, day)}
-        objects = await _store(conn, vault, user_id, stored, images)
+        objects = await _store(conn, vault, user_id, stored, images, written)
         submission = await queries.insert_submission(
             conn,
             user_id=user_id,
@@ -253,12 +284,18 @@ async def submit(
                 "agreement_version": form.agreement_version,
             },
         )
-    return await state(conn, settings, user_id)
 
 
 async def _store(
-    conn: Conn, vault: Vault, user_id: int, stored: StoredForm, images: dict[str, bytes]
+    conn: Conn,
+    vault: Vault,
+    user_id: int,
+    stored: StoredForm,
+    images: dict[str, bytes],
+    written: list[UUID] | None = None,
 ) -> dict[str, UUID | None]:
+    """Put the form and the images in the vault; their ids go to `written` as they land."""
+    written = [] if written is None else written
     form_row = await vault.put(
         conn,
         owner_id=user_id,
@@ -266,6 +303,7 @@ async def _store(
         content_type="application/json",
         data=msgspec.json.encode(stored),
     )
+    written.append(form_row.id)
     objects: dict[str, UUID | None] = {"form_object": form_row.id}
     for name in IMAGE_FIELDS:
         row = None
@@ -277,6 +315,7 @@ async def _store(
                 content_type=uploads.OUTPUT_TYPE,
                 data=images[name],
             )
+            written.append(row.id)
         objects[f"{name}_object"] = None if row is None else row.id
     return objects
 

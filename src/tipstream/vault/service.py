@@ -61,16 +61,20 @@ class Vault:
         aad = keys.metadata_aad(str(object_id), owner_id, kind)
         await self.storage.put(str(object_id), keys.seal(data_key, aad, data))
         wrapped = keys.wrap(self.keyring.active, self.keyring.active_id, str(object_id), data_key)
-        return await queries.insert_object(
-            conn,
-            object_id=object_id,
-            owner_id=owner_id,
-            kind=kind,
-            content_type=content_type,
-            size=len(data),
-            kek_id=self.keyring.active_id,
-            wrapped_key=wrapped,
-        )
+        try:
+            return await queries.insert_object(
+                conn,
+                object_id=object_id,
+                owner_id=owner_id,
+                kind=kind,
+                content_type=content_type,
+                size=len(data),
+                kek_id=self.keyring.active_id,
+                wrapped_key=wrapped,
+            )
+        except BaseException:
+            await self.storage.delete(str(object_id))
+            raise
 
     async def get(self, conn: Conn, object_id: UUID) -> tuple[ObjectRow, bytes]:
         """The object's row and plaintext; DecryptionFailed when anything was tampered with."""

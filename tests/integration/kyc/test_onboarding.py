@@ -3,6 +3,7 @@ country, the MRZ and duplicate checks, upload refusals, and nothing in clear on 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -242,3 +243,19 @@ async def test_a_minor_cannot_even_register_as_performer(
     response = await anon.register(role="performer", date_of_birth=years_ago(17))
     assert_problem(response, 422, "underage")
     assert await scalar(kyc_db, "SELECT count(*) FROM users WHERE email = %s", (anon.email,)) == 0
+
+
+async def test_two_submissions_at_once_make_one(
+    performer: UserFactory, kyc_db: Conn, vault_dir: Path
+) -> None:
+    person = await performer("racer")
+
+    def files() -> int:
+        return sum(1 for p in vault_dir.rglob("*") if p.is_file())
+
+    before = files()
+    first, second = await asyncio.gather(submit(person), submit(person))
+    assert sorted([first.status_code, second.status_code]) == [201, 409], (first.text, second.text)
+    assert await submissions_of(kyc_db, person.user_id) == 1
+    # The loser's ciphertext went with its rolled-back transaction: form, front, selfie remain.
+    assert files() - before == 3
