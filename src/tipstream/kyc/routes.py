@@ -156,7 +156,12 @@ class ReviewController(Controller):
         media_type, data = await service.image(
             conn, settings, submission_id, name, actor_id=principal.user.id, ip=ip
         )
-        headers = {**NO_STORE, "content-disposition": "inline"}
+        # Shown only as an image: no script, no plugin, nothing it could load.
+        headers = {
+            **NO_STORE,
+            "content-disposition": "inline",
+            "content-security-policy": "default-src 'none'; sandbox",
+        }
         return Response(data, media_type=media_type, headers=headers)
 
     @post("/{submission_id:int}/decision", guards=[guards.moderator], status_code=200)

@@ -62,6 +62,7 @@ async def test_reviewers_see_the_queue_oldest_first_and_the_documents(
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/jpeg"
     assert "no-store" in image.headers["cache-control"]
+    assert "sandbox" in image.headers["content-security-policy"]
     decoded = Image.open(io.BytesIO(image.content))
     assert decoded.format == "JPEG" and decoded.size == (640, 400)
     assert await audits(kyc_db, "kyc.view_image", sid) == 1
