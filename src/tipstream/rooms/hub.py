@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from valkey.asyncio.client import PubSub
 
 from tipstream import kv as kvmod
 from tipstream.config import Settings
+from tipstream.rooms.service import PRESENCE_REFRESH, PRESENCE_TTL, presence_key, viewer_counts
 
 log = structlog.get_logger("tipstream.rooms.hub")
 
@@ -47,6 +49,8 @@ class Member:
     user_id: int
     is_performer: bool
     outbox: asyncio.Queue[str | None]
+    # The socket's presence entry in Valkey (refreshed by the hub while it is here).
+    connection_id: str = ""
     # Set when the hub wants the socket closed (slow, banned, stream ended): the close code.
     close_code: int | None = None
     close_reason: str = ""
@@ -145,21 +149,38 @@ class RoomHub:
         """Every few seconds, each room whose membership changed here gets its viewer count
         (from the presence hash all processes share) published once."""
         interval = self.settings.rooms.viewer_count_interval_seconds
+        last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            refresh = time.monotonic() - last_refresh >= PRESENCE_REFRESH
+            if refresh:
+                last_refresh = time.monotonic()
             for room in list(self.rooms.values()):
-                if not room.changed:
-                    continue
-                room.changed = False
                 try:
-                    count = await self.kv.hlen(
-                        kvmod.key(self.settings, "room", room.stream_id, "viewers")
-                    )
+                    if refresh:
+                        await self._refresh_presence(room)
+                    if not room.changed and not refresh:
+                        continue
+                    room.changed = False
+                    counts = await viewer_counts(self.kv, self.settings, [room.stream_id])
                     await self.kv.publish(
-                        room.channel, msgspec.json.encode({"type": "viewers", "count": int(count)})
+                        room.channel,
+                        msgspec.json.encode({"type": "viewers", "count": counts[room.stream_id]}),
                     )
                 except Exception as exc:
                     log.warning("viewer_count_failed", error=type(exc).__name__)
+
+    async def _refresh_presence(self, room: Room) -> None:
+        """Heartbeat this process's sockets in the room; forget entries nobody refreshed."""
+        key = presence_key(self.settings, room.stream_id)
+        now = time.time()
+        fresh = {m.connection_id: now for m in room.members if m.connection_id}
+        async with self.kv.pipeline(transaction=False) as pipe:
+            if fresh:
+                pipe.zadd(key, fresh, xx=True)
+            pipe.zremrangebyscore(key, "-inf", now - PRESENCE_TTL)
+            pipe.expire(key, 24 * 3600)
+            await pipe.execute()
 
     async def close(self) -> None:
         if self._ticker is not None:

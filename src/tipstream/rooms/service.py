@@ -3,6 +3,7 @@ once). The HTTP routes, the room WebSocket and tipctl all call these functions."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -214,12 +215,24 @@ async def live_rooms(conn: Conn) -> list[RoomSpec]:
     return [room_of(r) for r in rows]
 
 
+# A socket's presence entry is refreshed by its process every PRESENCE_REFRESH seconds and
+# counts while younger than PRESENCE_TTL: a crashed process's sockets drop out on their own.
+PRESENCE_REFRESH = 15
+PRESENCE_TTL = 45
+
+
+def presence_key(settings: Settings, stream_id: int) -> str:
+    """Sorted set: connection id -> time of its last heartbeat."""
+    return kvmod.key(settings, "room", stream_id, "viewers")
+
+
 async def viewer_counts(kv: Valkey, settings: Settings, stream_ids: list[int]) -> dict[int, int]:
-    """Viewers per stream: the size of each room's presence set in Valkey."""
+    """Viewers per stream: sockets with a fresh presence entry in Valkey (all processes)."""
     if not stream_ids:
         return {}
+    fresh_since = time.time() - PRESENCE_TTL
     async with kv.pipeline(transaction=False) as pipe:
         for stream_id in stream_ids:
-            pipe.hlen(kvmod.key(settings, "room", stream_id, "viewers"))
+            pipe.zcount(presence_key(settings, stream_id), fresh_since, "+inf")
         counts = await pipe.execute()
     return {sid: int(n) for sid, n in zip(stream_ids, counts, strict=True)}

@@ -175,7 +175,10 @@ class RoomSocket:
         self.member = await ctx.hub.join(
             self.stream.id, self.user.id, is_performer=self.is_performer
         )
-        await ctx.kv.hset(self._key("viewers"), self.connection_id, self.user.id)
+        self.member.connection_id = self.connection_id
+        await ctx.kv.zadd(
+            service.presence_key(self.settings, self.stream.id), {self.connection_id: time.time()}
+        )
         try:
             await self._welcome()
             reader = asyncio.create_task(self._read())
@@ -211,7 +214,9 @@ class RoomSocket:
         if self.member is not None:
             await ctx.hub.leave(self.stream.id, self.member)
         with contextlib.suppress(Exception):
-            await ctx.kv.hdel(self._key("viewers"), self.connection_id)
+            await ctx.kv.zrem(
+                service.presence_key(self.settings, self.stream.id), self.connection_id
+            )
         if was_publisher:
             await self._publisher_down("publisher disconnected")
         with contextlib.suppress(Exception):
@@ -220,7 +225,9 @@ class RoomSocket:
     async def _welcome(self) -> None:
         ctx = self.ctx
         history = await chat.history(ctx.kv, self.settings, self.stream.id)
-        viewers = await ctx.kv.hlen(self._key("viewers"))
+        viewers = (await service.viewer_counts(ctx.kv, self.settings, [self.stream.id]))[
+            self.stream.id
+        ]
         publishing = bool(await ctx.kv.exists(self._key("publisher")))
         self.send(
             {

@@ -257,3 +257,29 @@ async def test_a_slow_client_is_dropped_the_others_keep_up(
     assert await slow.wait_closed(20) == 4408
     assert len(events(slow, ("tip",))) < events_sent
     await performer.post(f"/api/streams/{stream_id}/end")
+
+
+async def test_viewer_count_counts_live_sockets_on_every_process_not_crashed_ones(
+    app_server: AppServer, second_server: AppServer, kv: Valkey, rooms_settings: Settings
+) -> None:
+    performer = await sign_up(app_server, "performer", "performer")
+    stream_id = await live_stream(performer)
+    a = await (await sign_up(app_server)).room(stream_id)
+    b = await (await sign_up(second_server)).room(stream_id, second_server)
+
+    async def shown() -> int:
+        response = await performer.http.get(f"/api/streams/{stream_id}")
+        return int(response.json()["viewers"])
+
+    assert await shown() == 2
+    # A process that crashed left its sockets' entries behind: they stop counting once stale.
+    key = kvmod.key(rooms_settings, "room", stream_id, "viewers")
+    await kv.zadd(key, {"crashed-process-socket": time.time() - 3600})
+    assert await shown() == 2
+    await b.close()
+    deadline = time.monotonic() + 10
+    while await shown() != 1:
+        assert time.monotonic() < deadline, "a closed socket is still counted"
+        await asyncio.sleep(0.1)
+    assert (await a.expect("viewers", timeout=10))["count"] >= 1
+    await performer.post(f"/api/streams/{stream_id}/end")
