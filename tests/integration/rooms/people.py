@@ -39,6 +39,7 @@ class Person:
         return await self.http.post(url, headers={"x-csrf-token": self.csrf}, **kwargs)
 
     async def login(self, **fields: Any) -> None:
+        self.http.cookies.clear()  # a fresh sign-in, as from a new browser tab after logout
         response = await self.http.post(
             "/api/auth/login", json={"email": self.email, "password": PASSWORD, **fields}
         )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import pyotp
 import pytest
 from valkey.asyncio import Valkey
 from websockets.asyncio.client import connect
@@ -17,7 +18,9 @@ from websockets.asyncio.client import connect
 from tests.integration.rooms.conftest import AppServer, AppServerFactory
 from tests.integration.rooms.people import Person, RoomConn, live_stream, sign_up
 from tipstream import kv as kvmod
+from tipstream.accounts import service as accounts
 from tipstream.config import Settings
+from tipstream.db import Conn
 
 
 async def publish_tip(
@@ -282,4 +285,41 @@ async def test_viewer_count_counts_live_sockets_on_every_process_not_crashed_one
         assert time.monotonic() < deadline, "a closed socket is still counted"
         await asyncio.sleep(0.1)
     assert (await a.expect("viewers", timeout=10))["count"] >= 1
+    await performer.post(f"/api/streams/{stream_id}/end")
+
+
+async def test_a_moderator_with_2fa_moderates_any_room(
+    app_server: AppServer, db: Conn, kv: Valkey, rooms_settings: Settings
+) -> None:
+    performer = await sign_up(app_server, "performer", "performer")
+    stream_id = await live_stream(performer)
+    rude = await sign_up(app_server)
+    rude_room = await rude.room(stream_id)
+    moderator = await sign_up(app_server, tag="moderator")
+    await accounts.set_role(db, kv, rooms_settings, moderator.id, "moderator", actor_id=None)
+    await moderator.login()  # the role change ended the old sessions
+
+    # Without a 2FA-verified session a moderator is refused.
+    room = await moderator.room(stream_id)
+    await room.send({"type": "moderate", "action": "mute", "user_id": rude.id})
+    assert (await room.expect("error"))["code"] == "mfa-required"
+    await room.close()
+
+    enrolled = await moderator.post("/api/auth/2fa/enroll")
+    secret = enrolled.json()["secret"]
+    confirmed = await moderator.post(
+        "/api/auth/2fa/confirm", json={"code": pyotp.TOTP(secret).now()}
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    await moderator.login(totp_code=str(pyotp.TOTP(secret).at(time.time() + 30)))
+    room = await moderator.room(stream_id)
+    await room.send({"type": "moderate", "action": "ban", "user_id": rude.id, "reason": "spam"})
+    assert (await rude_room.expect("banned"))["user_id"] == rude.id
+    assert await rude_room.wait_closed() == 4403
+    cur = await db.execute(
+        "SELECT banned_by FROM room_bans WHERE performer_id = %s AND user_id = %s",
+        (performer.id, rude.id),
+    )
+    row = await cur.fetchone()
+    assert row is not None and row["banned_by"] == moderator.id
     await performer.post(f"/api/streams/{stream_id}/end")
