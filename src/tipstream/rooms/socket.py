@@ -62,6 +62,9 @@ CLOSE_TOO_BIG = 1009
 CLOSE_UNSUPPORTED = 1003
 # Bad frames tolerated (each answered with an error) before the socket is closed.
 MAX_STRIKES = 5
+# Messages a client may send: a burst, then a steady rate (signaling needs a few dozen).
+MESSAGE_BURST = 60
+MESSAGE_RATE = 10
 STAFF = frozenset({"moderator", "admin"})
 
 _decoder = msgspec.json.Decoder(ClientMessage)
@@ -156,6 +159,10 @@ class RoomSocket:
             on_publisher_down=self._publisher_down,
         )
         self.strikes = 0
+        # Token bucket over every message a client sends (ICE, pings, chat...): a burst of
+        # MESSAGE_BURST, then MESSAGE_RATE per second; beyond that messages are refused.
+        self.tokens = float(MESSAGE_BURST)
+        self.tokens_at = time.monotonic()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -263,6 +270,13 @@ class RoomSocket:
             if len(text) > limit:
                 await self._close_now(CLOSE_TOO_BIG, f"frames are at most {limit} bytes")
                 return
+            if not self._take_token():
+                self.strikes += 1
+                if self.strikes > MAX_STRIKES:
+                    await self._close_now(CLOSE_BAD_INPUT, "too many messages")
+                    return
+                self.error("too-many-messages", f"at most {MESSAGE_RATE} messages per second")
+                continue
             try:
                 message = _decoder.decode(text)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -272,12 +286,22 @@ class RoomSocket:
                     return
                 self.error("bad-message", str(exc)[:200])
                 continue
+            self.strikes = 0  # only bad messages in a row close the socket
             try:
                 await self._handle(message)
             except Problem as exc:
                 self.error(exc.slug, exc.detail, **exc.extra)
             except SignalingError as exc:
                 self.error(exc.code, exc.detail)
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(MESSAGE_BURST, self.tokens + (now - self.tokens_at) * MESSAGE_RATE)
+        self.tokens_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
     async def _close_now(self, code: int, reason: str) -> None:
         assert self.member is not None

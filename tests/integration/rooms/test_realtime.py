@@ -222,6 +222,13 @@ async def test_bad_input_closes_cleanly_and_never_disturbs_other_viewers(
     await odd.send({"type": "ice", "candidate": None})
     assert (await odd.expect("error"))["code"] == "no-peer"
 
+    # A flood of messages is refused past a burst, then closes the socket.
+    flood = await rude_person.room(stream_id)
+    for _ in range(120):
+        await flood.send({"type": "ping"})
+    assert await flood.wait_closed() == 4400
+    assert any(m.get("code") == "too-many-messages" for m in flood.seen)
+
     # The calm viewer saw none of it and still gets the room's chat.
     await odd.send({"type": "chat", "text": "still here"})
     message = await calm.expect("chat")
