@@ -22,7 +22,9 @@ from tipstream.config import generate_secret
 NOBODY = 65534
 
 
-def _load_as_nobody(config: Path, credentials: Path) -> subprocess.CompletedProcess[str]:
+def _load_as_nobody(
+    config: Path, credentials: Path, code_root: Path
+) -> subprocess.CompletedProcess[str]:
     # The venv's interpreter lives under root's home; Debian's python3 (same 3.11 ABI) runs the
     # code as `nobody` with the venv's packages on its path.
     deps = Path(msgspec.__file__).parent.parent
@@ -47,7 +49,7 @@ def _load_as_nobody(config: Path, credentials: Path) -> subprocess.CompletedProc
         text=True,
         check=False,
         env={
-            "PYTHONPATH": f"{ROOT / 'src'}:{deps}",
+            "PYTHONPATH": f"{code_root}:{deps}",
             "CREDENTIALS_DIRECTORY": str(credentials),
             "PATH": "/usr/bin:/bin",
         },
@@ -90,7 +92,14 @@ def test_service_reads_credentials_and_ignores_the_root_only_secrets_dir(
     config.write_text(f'secrets_dir = "{secrets_dir}"\n')
     config.chmod(0o644)
 
-    result = _load_as_nobody(config, credentials)
+    # The checkout may sit in a directory `nobody` cannot enter (CI's clone, a mktemp -d):
+    # give it a readable copy of the code, as an installed node has.
+    code_root = tmp_path / "src"
+    shutil.copytree(ROOT / "src", code_root, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [code_root, *code_root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    result = _load_as_nobody(config, credentials, code_root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout) == values
     assert sys.version_info[:2] == (3, 11)
