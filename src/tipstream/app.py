@@ -29,6 +29,7 @@ from tipstream.ledger import routes as ledger_routes
 from tipstream.observability import RequestIdMiddleware, configure_logging, prometheus_config
 from tipstream.payments import routes as payments_routes
 from tipstream.rooms import routes as rooms_routes
+from tipstream.web import routes as web_routes
 
 API_DOCS_ASSETS = "/api/docs-assets"
 SECURITY_HEADERS = {
@@ -118,12 +119,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *ledger_routes.ROUTES,
             *rooms_routes.ROUTES,
             *kyc_routes.ROUTES,
+            *web_routes.ROUTES,
             docs_assets,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics.middleware],
         openapi_config=_openapi(settings),
+        template_config=web_routes.TEMPLATE_CONFIG,
         lifespan=[_lifespan(settings), rooms_routes.lifespan(settings)],
         before_send=[_security_headers],
         request_max_body_size=settings.server.max_body_bytes,

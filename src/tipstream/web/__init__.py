@@ -1,0 +1,1 @@
+"""The bundled web UI: page routes, templates and static files."""

@@ -1,0 +1,154 @@
+// A viewer in a room: subscribe to the performer's media through the room socket, chat, tip.
+import { api, newKey, refreshBalance, showProblem, clearErrors, el } from "./api.js";
+import { RoomSocket, peer } from "./roomsocket.js";
+import { chatView, wireChatForm } from "./chatview.js";
+import { burst, feedItem } from "./tipfx.js";
+
+const root = document.querySelector("[data-room]");
+const streamId = Number(root.dataset.room);
+const video = document.getElementById("remote");
+const status = root.querySelector("[data-video-status]");
+const feed = root.querySelector("[data-tip-feed]");
+const layer = root.querySelector("[data-tip-layer]");
+const topList = root.querySelector("[data-top-tippers]");
+const seenTips = new Set();
+const totals = new Map();
+let pc = null;
+let iceServers = [];
+let quality = 2;
+
+function say(text) {
+  status.textContent = text;
+  status.hidden = !text;
+}
+
+function closePeer() {
+  if (pc) pc.close();
+  pc = null;
+}
+
+function subscribe() {
+  closePeer();
+  say("Connecting to the video…");
+  socket.send({ type: "subscribe", substream: quality });
+}
+
+async function onOffer(message) {
+  closePeer();
+  pc = peer(iceServers, socket);
+  pc.addEventListener("track", (event) => {
+    if (video.srcObject !== event.streams[0]) {
+      video.srcObject = event.streams[0] || new MediaStream([event.track]);
+      video.play().catch(() => {});
+    }
+  });
+  pc.addEventListener("connectionstatechange", () => {
+    if (pc && (pc.connectionState === "failed" || pc.connectionState === "disconnected")) {
+      say("Reconnecting the video…");
+      setTimeout(() => pc && pc.connectionState !== "connected" && subscribe(), 1500);
+    }
+  });
+  await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
+  await pc.flushCandidates();
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  socket.send({ type: "answer", sdp: answer.sdp });
+}
+
+function onTip(tip) {
+  if (seenTips.has(tip.tip_id)) return;
+  seenTips.add(tip.tip_id);
+  feed.prepend(feedItem(tip));
+  burst(layer, tip);
+  totals.set(tip.viewer_name, (totals.get(tip.viewer_name) || 0) + tip.tokens);
+  const top = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5);
+  topList.replaceChildren(...top.map(([name, n]) => el("li", {}, `${name}: ${n}`)));
+}
+
+const chatLog = root.querySelector("[data-chat-log]");
+const socket = new RoomSocket(streamId, {
+  welcome(message) {
+    iceServers = message.ice_servers;
+    chat.notice("You joined the room.");
+    for (const line of message.history || []) chat.add(line);
+    if (message.publisher_up) subscribe();
+    else say("Waiting for the performer to start the camera…");
+  },
+  offer: (m) => onOffer(m).catch((e) => say(`Video failed: ${e.message}`)),
+  ice: (m) => pc && pc.addCandidate(m.candidate),
+  media_up: () => say(""),
+  publisher_up: () => subscribe(),
+  publisher_down: () => say("The performer's camera dropped; waiting…"),
+  media_lost: () => subscribe(),
+  media_ended: () => say("The video stopped."),
+  chat: (m) => chat.add(m),
+  deleted: (m) => chat.deleted(m),
+  muted: (m) => chat.notice(`${m.name || "A user"} was muted.`),
+  slow_mode: (m) => chat.notice(m.seconds ? `Slow mode: one message every ${m.seconds}s.` : "Slow mode is off."),
+  tip: onTip,
+  viewers: (m) => {
+    root.querySelector("[data-viewers]").textContent = m.count;
+  },
+  stream_ended: () => {
+    closePeer();
+    say("The show has ended. Thanks for watching!");
+  },
+  error: (m) => {
+    if (m.code === "no-publisher") say("Waiting for the performer to start the camera…");
+    else chat.notice(m.detail || m.code);
+  },
+  reconnecting: () => say("Connection lost, reconnecting…"),
+  final: (code) => {
+    closePeer();
+    say(code === 4409 ? "This stream is not live." : code === 4403 ? "You can't join this room." : "Log in to watch.");
+  },
+});
+const chat = chatView(chatLog, socket);
+
+if (root.dataset.signedIn === "yes") {
+  socket.open();
+  wireChatForm(root.querySelector("[data-chat-form]"), socket);
+}
+
+root.querySelector("[data-unmute]").addEventListener("click", (event) => {
+  video.muted = !video.muted;
+  event.target.textContent = video.muted ? "Unmute" : "Mute";
+});
+root.querySelector("[data-quality]").addEventListener("change", (event) => {
+  quality = Number(event.target.value);
+  socket.send({ type: "quality", substream: quality });
+});
+
+const tipForm = root.querySelector("[data-tip-form]");
+if (tipForm) {
+  const amount = tipForm.querySelector('[name="tokens"]');
+  for (const preset of tipForm.querySelectorAll("[data-preset]")) {
+    preset.addEventListener("click", () => {
+      amount.value = preset.dataset.preset;
+      tipForm.requestSubmit();
+    });
+  }
+  let pendingKey = null;
+  tipForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(tipForm);
+    const message = tipForm.querySelector('[name="message"]').value.trim();
+    const body = { tokens: Number(amount.value) };
+    if (message) body.message = message;
+    // The same key for a retry of the same tip, a fresh one for the next tip.
+    pendingKey = pendingKey || newKey();
+    const button = tipForm.querySelector("[data-tip-button]");
+    button.disabled = true;
+    try {
+      await api("POST", `/api/streams/${streamId}/tips`, body, { idempotencyKey: pendingKey });
+      pendingKey = null;
+      tipForm.querySelector('[name="message"]').value = "";
+      refreshBalance();
+    } catch (error) {
+      if (error.status && error.status < 500) pendingKey = null;
+      showProblem(tipForm, error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}

@@ -1,0 +1,96 @@
+// Staff tables: KYC queue decisions, payout approval, user management. Every action is a JSON
+// API call; the API enforces roles, permissions and the 2FA-verified session.
+import { api, el, when } from "./api.js";
+
+const table = document.querySelector("[data-staff]");
+const body = table.querySelector("tbody");
+const errorLine = document.querySelector("[data-form-error]");
+
+function action(label, run, attrs = {}) {
+  const button = el("button", { type: "button", class: "tiny", ...attrs }, label);
+  button.addEventListener("click", async () => {
+    errorLine.textContent = "";
+    button.disabled = true;
+    try {
+      await run();
+      await LOADERS[table.dataset.staff]();
+    } catch (error) {
+      errorLine.textContent = error.message;
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+const LOADERS = {
+  async kyc() {
+    const items = await api("GET", "/api/kyc/review/");
+    body.replaceChildren(
+      ...items.map((s) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, String(s.id)),
+          el("td", {}, String(s.user_id)),
+          el("td", {}, s.country),
+          el("td", {}, s.document_type),
+          el("td", {}, s.flags.join(", ") || "none"),
+          el("td", {}, when(s.submitted_at)),
+          el(
+            "td",
+            { class: "actions" },
+            action("Approve", () => api("POST", `/api/kyc/review/${s.id}/decision`, { decision: "approve" }), { "aria-label": `Approve submission ${s.id}` }),
+            action("Resubmit", () => api("POST", `/api/kyc/review/${s.id}/decision`, { decision: "needs_resubmission", reason: "please submit clearer images" }), { "aria-label": `Ask submission ${s.id} to resubmit` }),
+            action("Reject", () => api("POST", `/api/kyc/review/${s.id}/decision`, { decision: "reject", reason: "rejected by reviewer" }), { "aria-label": `Reject submission ${s.id}` }),
+          ),
+        ),
+      ),
+    );
+    if (!items.length) body.append(el("tr", {}, el("td", { colSpan: 7 }, "Nothing waiting for review.")));
+  },
+  async payouts() {
+    const items = await api("GET", "/api/admin/payouts/");
+    body.replaceChildren(
+      ...items.map((p) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, String(p.id)),
+          el("td", {}, String(p.performer_id)),
+          el("td", { class: "num" }, `${p.amount} ${p.currency}`),
+          el("td", {}, p.account_holder),
+          el("td", {}, p.status),
+          el("td", { class: "actions" }, ...(p.status === "requested" && p.batch_id ? [action("Approve", () => api("POST", `/api/admin/payouts/${p.id}/approve`, {}), { "aria-label": `Approve payout ${p.id}` })] : [])),
+        ),
+      ),
+    );
+    const batch = action("Batch open requests", () => api("POST", "/api/admin/payouts/batch", {}));
+    body.append(el("tr", {}, el("td", { colSpan: 6 }, batch)));
+  },
+  async users() {
+    const items = await api("GET", "/api/admin/users/");
+    body.replaceChildren(
+      ...items.map((u) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, String(u.id)),
+          el("td", {}, u.display_name),
+          el("td", {}, u.email),
+          el("td", {}, u.role),
+          el("td", {}, u.totp_enabled ? "on" : "off"),
+          el("td", {}, u.disabled ? "disabled" : "active"),
+          el(
+            "td",
+            { class: "actions" },
+            u.disabled
+              ? action("Enable", () => api("POST", `/api/admin/users/${u.id}/enable`, {}), { "aria-label": `Enable ${u.display_name}` })
+              : action("Disable", () => api("POST", `/api/admin/users/${u.id}/disable`, { reason: "disabled from the staff pages" }), { "aria-label": `Disable ${u.display_name}` }),
+          ),
+        ),
+      ),
+    );
+  },
+};
+
+LOADERS[table.dataset.staff]().catch((e) => (errorLine.textContent = e.message));

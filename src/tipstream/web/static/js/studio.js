@@ -1,0 +1,214 @@
+// The performer's studio: camera/microphone preview and choice, go live (schedule + open the
+// room + publish over the room socket), end, live tips with animation and sound, chat moderation.
+import { api, clearErrors, el, showProblem } from "./api.js";
+import { RoomSocket, peer } from "./roomsocket.js";
+import { chatView, wireChatForm } from "./chatview.js";
+import { burst, chime, feedItem } from "./tipfx.js";
+
+const root = document.querySelector("[data-studio]");
+const me = Number(root.dataset.user);
+const video = document.getElementById("preview");
+const status = root.querySelector("[data-video-status]");
+const form = root.querySelector("[data-go-live-form]");
+const cameraSelect = root.querySelector("[data-camera]");
+const micSelect = root.querySelector("[data-microphone]");
+const goLive = root.querySelector("[data-go-live]");
+const endButton = root.querySelector("[data-end]");
+const liveState = root.querySelector("[data-live-state]");
+const feed = root.querySelector("[data-tip-feed]");
+const layer = root.querySelector("[data-tip-layer]");
+const total = root.querySelector("[data-tip-total]");
+const sound = root.querySelector("[data-sound]");
+const seenTips = new Set();
+let media = null;
+let stream = null;
+let socket = null;
+let pc = null;
+let iceServers = [];
+let tipTotal = 0;
+
+function say(text) {
+  status.textContent = text;
+  status.hidden = !text;
+}
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const fill = (select, kind, label) => {
+    const chosen = select.value;
+    const options = devices
+      .filter((d) => d.kind === kind)
+      .map((d, i) => el("option", { value: d.deviceId }, d.label || `${label} ${i + 1}`));
+    select.replaceChildren(...options);
+    if (chosen) select.value = chosen;
+  };
+  fill(cameraSelect, "videoinput", "Camera");
+  fill(micSelect, "audioinput", "Microphone");
+}
+
+async function startCamera() {
+  const constraints = {
+    video: cameraSelect.value ? { deviceId: { exact: cameraSelect.value } } : { width: 1280, height: 720 },
+    audio: micSelect.value ? { deviceId: { exact: micSelect.value } } : true,
+  };
+  const next = await navigator.mediaDevices.getUserMedia(constraints);
+  if (media) for (const track of media.getTracks()) track.stop();
+  media = next;
+  video.srcObject = media;
+  await video.play().catch(() => {});
+  say("");
+  await listDevices();
+  if (pc) {
+    // Switch devices while live without renegotiating.
+    for (const sender of pc.getSenders()) {
+      const track = media.getTracks().find((t) => sender.track && t.kind === sender.track.kind);
+      if (track) await sender.replaceTrack(track);
+    }
+  }
+}
+
+async function publish() {
+  if (pc) pc.close();
+  pc = peer(iceServers, socket);
+  for (const track of media.getTracks()) pc.addTrack(track, media);
+  pc.addEventListener("connectionstatechange", () => {
+    if (pc && pc.connectionState === "failed" && stream) {
+      liveState.textContent = "Media connection lost, reconnecting…";
+      publish().catch(() => {});
+    }
+  });
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  socket.send({ type: "publish", sdp: offer.sdp });
+}
+
+function onTip(tip) {
+  if (seenTips.has(tip.tip_id)) return;
+  seenTips.add(tip.tip_id);
+  tipTotal += tip.tokens;
+  total.textContent = tipTotal;
+  feed.prepend(feedItem(tip));
+  burst(layer, tip);
+  if (sound.checked) chime(tip.tokens);
+}
+
+function connect() {
+  socket = new RoomSocket(stream.id, {
+    welcome(message) {
+      iceServers = message.ice_servers;
+      for (const line of message.history || []) chat.add(line);
+      publish().catch((e) => (liveState.textContent = `Could not publish: ${e.message}`));
+    },
+    async answer(message) {
+      await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      await pc.flushCandidates();
+    },
+    ice: (m) => pc && pc.addCandidate(m.candidate),
+    media_up: () => {
+      liveState.textContent = "You are live.";
+      root.classList.add("is-live");
+    },
+    media_lost: () => publish().catch(() => {}),
+    chat: (m) => chat.add(m),
+    deleted: (m) => chat.deleted(m),
+    muted: (m) => chat.notice(`${m.name || "User " + m.user_id} is muted.`),
+    slow_mode: (m) => chat.notice(m.seconds ? `Slow mode: ${m.seconds}s.` : "Slow mode off."),
+    tip: onTip,
+    viewers: (m) => (liveState.dataset.viewers = m.count),
+    stream_ended: () => ended("The stream has ended."),
+    error: (m) => chat.notice(m.detail || m.code),
+    reconnecting: () => (liveState.textContent = "Connection lost, reconnecting…"),
+    final: () => ended("The stream has ended."),
+  });
+  chat = chatView(root.querySelector("[data-chat-log]"), socket, { moderate: true });
+  wireChatForm(root.querySelector("[data-chat-form]"), socket);
+  socket.open();
+}
+
+function ended(text) {
+  if (socket) socket.close();
+  if (pc) pc.close();
+  pc = null;
+  socket = null;
+  stream = null;
+  root.classList.remove("is-live");
+  liveState.textContent = text;
+  endButton.hidden = true;
+  goLive.hidden = false;
+  goLive.textContent = "Go live";
+}
+
+let chat = chatView(root.querySelector("[data-chat-log]"), { send: () => false }, { moderate: true });
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(form);
+  goLive.disabled = true;
+  try {
+    if (!media) await startCamera();
+    if (!stream) {
+      const title = form.querySelector('[name="title"]').value.trim();
+      const tags = form
+        .querySelector('[name="tags"]')
+        .value.split(",")
+        .map((t) => t.trim())
+        .filter(Boolean);
+      const created = await api("POST", "/api/streams", { title, tags });
+      stream = await api("POST", `/api/streams/${created.id}/live`);
+    }
+    liveState.textContent = "Connecting…";
+    goLive.hidden = true;
+    endButton.hidden = false;
+    connect();
+  } catch (error) {
+    showProblem(form, error);
+  } finally {
+    goLive.disabled = false;
+  }
+});
+
+endButton.addEventListener("click", async () => {
+  if (!stream) return;
+  endButton.disabled = true;
+  try {
+    await api("POST", `/api/streams/${stream.id}/end`, {});
+    ended("Stream ended. Great show!");
+  } catch (error) {
+    showProblem(form, error);
+  } finally {
+    endButton.disabled = false;
+  }
+});
+
+root.querySelector("[data-preview]").addEventListener("click", () =>
+  startCamera().catch((e) => say(`Camera unavailable: ${e.message}`)),
+);
+cameraSelect.addEventListener("change", () => media && startCamera().catch(() => {}));
+micSelect.addEventListener("change", () => media && startCamera().catch(() => {}));
+root.querySelector("[data-slow-apply]").addEventListener("click", () => {
+  if (socket) socket.send({ type: "moderate", action: "slow", seconds: Number(root.querySelector("[data-slow]").value) });
+});
+
+async function init() {
+  await listDevices().catch(() => {});
+  try {
+    const kyc = await api("GET", "/api/kyc/me");
+    if (!kyc.may_publish) {
+      const note = root.querySelector("[data-kyc-note]");
+      note.hidden = false;
+      note.replaceChildren("You can go live once your identity is verified. ", el("a", { href: "/studio/kyc" }, "Verification status"));
+    }
+  } catch {
+    /* admins have no KYC record; the API decides when they try */
+  }
+  // A reload while live: pick the stream up again instead of scheduling another.
+  const live = await api("GET", "/api/streams").catch(() => []);
+  const mine = live.find((s) => s.performer_id === me);
+  if (mine) {
+    stream = mine;
+    goLive.textContent = "Resume broadcast";
+    liveState.textContent = `Your stream "${mine.title}" is live; resume to keep broadcasting.`;
+    endButton.hidden = false;
+  }
+}
+init();
