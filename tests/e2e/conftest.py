@@ -1,0 +1,125 @@
+"""Real Chromium (Debian's) driven by Playwright for Python against a real app process (granian)
+with Janus and coturn from the rooms tests. One browser per session; each person is a context of
+their own (own cookies), with the fake camera and microphone Chromium provides.
+
+Janus runs in a network namespace joined to ours by a veth pair (see
+tests/integration/rooms/conftest.py); Chromium in our namespace reaches it over that veth, as the
+aiortc peers of the rooms tests do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+# The rooms fixtures (namespace, Janus, coturn, app processes), shared rather than copied.
+from tests.integration.rooms.conftest import (  # noqa: F401
+    app_server,
+    app_server_factory,
+    janus_server,
+    media_net,
+    media_secrets,
+    rooms_settings,
+    rooms_settings_factory,
+    turn_server,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # Host candidates as addresses, not mDNS names Janus can't resolve.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+E2E_DIR = Path(__file__).parent
+ROOT = E2E_DIR.parent.parent
+AXE = E2E_DIR / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = Path(os.environ.get("TIPSTREAM_SCREENSHOTS", ROOT / "var" / "screenshots"))
+PHONE = {"width": 360, "height": 740}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core from the npm registry (tests/e2e/package.json), installed by appliance/test."""
+    if not AXE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("axe-core is missing and npm is not installed: run ./appliance/test")
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(E2E_DIR)],
+            check=True,
+            capture_output=True,
+        )
+    return AXE.read_text()
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is not installed: apt-get install chromium (appliance/test)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        await browser.close()
+
+
+class Person:
+    """One browser context (its own cookies) with a page, and what its console complained of."""
+
+    def __init__(self, context: BrowserContext, page: Page, base_url: str) -> None:
+        self.context = context
+        self.page = page
+        self.base_url = base_url
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    async def goto(self, path: str) -> None:
+        await self.page.goto(self.base_url + path)
+
+    async def log_in(self, email: str, password: str, then: str) -> None:
+        await self.goto(f"/login?next={then}")
+        await self.page.get_by_label("Email").fill(email)
+        await self.page.get_by_label("Password", exact=True).fill(password)
+        await self.page.get_by_role("button", name="Log in").click()
+        await self.page.wait_for_url(f"**{then}")
+
+    def csp_violations(self) -> list[str]:
+        return [e for e in self.errors if "Content Security Policy" in e]
+
+
+@pytest.fixture
+async def new_person(chromium: Browser) -> AsyncIterator[Any]:
+    contexts: list[BrowserContext] = []
+
+    async def make(base_url: str, *, viewport: dict[str, int] | None = None) -> Person:
+        context = await chromium.new_context(
+            viewport=viewport or DESKTOP, permissions=["camera", "microphone"]
+        )
+        contexts.append(context)
+        page = await context.new_page()
+        return Person(context, page, base_url)
+
+    yield make
+    for context in contexts:
+        await context.close()

@@ -1,0 +1,136 @@
+"""The live show, end to end in real Chromium: a performer goes live from the studio with the
+fake camera, a viewer in another context sees the video move, buys tokens through the dev
+processor's hosted page, tips, and the tip animation lands on the performer's page. Along the
+way every page is screenshotted at phone and desktop widths, checked with axe-core (no serious or
+critical violations) and watched for Content-Security-Policy violations."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import DESKTOP, PHONE, SCREENSHOTS, Person
+from tests.integration.rooms.conftest import AppServer
+from tests.integration.rooms.people import PASSWORD, sign_up
+
+pytestmark = pytest.mark.slow
+
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {resultTypes: ['violations']});
+  return result.violations
+    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+    .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target)}));
+}"""
+
+FRAMES = """() => {
+  const v = document.querySelector('video');
+  const q = v.getVideoPlaybackQuality();
+  return {frames: q.totalVideoFrames, time: v.currentTime, width: v.videoWidth};
+}"""
+
+
+async def audit(person: Person, axe_source: str, name: str) -> None:
+    """Screenshot at both widths and run axe-core on the page as it is now."""
+    page = person.page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size or DESKTOP
+    for label, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        await page.set_viewport_size(viewport)
+        await page.wait_for_timeout(150)
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+    await page.set_viewport_size(size)
+    # Evaluated through the DevTools protocol, so the page's CSP (no inline script) still holds.
+    if not await page.evaluate("() => typeof axe !== 'undefined'"):
+        await page.evaluate(axe_source)
+    violations: list[dict[str, Any]] = await page.evaluate(AXE_RUN)
+    assert violations == [], f"{name}: {json.dumps(violations, indent=1)}"
+
+
+async def video_frames(person: Person) -> dict[str, float]:
+    result: dict[str, float] = await person.page.evaluate(FRAMES)
+    return result
+
+
+async def test_go_live_watch_buy_tip(
+    app_server: AppServer, new_person: Any, axe_source: str
+) -> None:
+    base = app_server.base_url
+    performer_account = await sign_up(app_server, "performer", tag="studio")
+    viewer_account = await sign_up(app_server, "viewer", tag="fan")
+
+    # Strangers: the public pages.
+    stranger: Person = await new_person(base)
+    for path, name in (("/", "home-empty"), ("/signup", "signup"), ("/login", "login")):
+        await stranger.goto(path)
+        await audit(stranger, axe_source, name)
+
+    # The performer logs in through the form and goes live from the studio.
+    performer: Person = await new_person(base)
+    await performer.log_in(performer_account.email, PASSWORD, "/studio")
+    page = performer.page
+    await page.get_by_label("Title").fill("E2E show")
+    clicked = time.monotonic()
+    await page.get_by_role("button", name="Go live").click()
+    await page.wait_for_function(
+        "() => document.querySelector('[data-live-state]').textContent.includes('You are live')",
+        timeout=20000,
+    )
+    print(f"go-live click → media_up: {time.monotonic() - clicked:.2f}s")
+    await audit(performer, axe_source, "studio-live")
+
+    # The viewer finds the room on the home page (htmx) and watches moving video.
+    viewer: Person = await new_person(base)
+    await viewer.log_in(viewer_account.email, PASSWORD, "/")
+    room_link = viewer.page.get_by_role("link", name="E2E show")
+    await room_link.wait_for(timeout=10000)
+    await audit(viewer, axe_source, "home-live")
+    await room_link.click()
+    await viewer.page.wait_for_url("**/rooms/*")
+    await viewer.page.wait_for_function(
+        "() => document.querySelector('video').getVideoPlaybackQuality().totalVideoFrames > 5",
+        timeout=20000,
+    )
+    first = await video_frames(viewer)
+    await viewer.page.wait_for_timeout(1000)
+    later = await video_frames(viewer)
+    assert first["width"] > 0
+    assert later["frames"] > first["frames"] + 5, (first, later)
+    assert later["time"] > first["time"]
+    await audit(viewer, axe_source, "room")
+    room_url = viewer.page.url
+
+    # Buy tokens: packages → the dev processor's hosted page → back with the new balance.
+    await viewer.goto("/wallet")
+    await viewer.page.locator("[data-package]").first.click()
+    await viewer.page.wait_for_url("**/pay/dev/**")
+    await viewer.page.get_by_role("button", name="Pay").click()
+    await viewer.page.wait_for_url("**/wallet?purchase=*")
+    status = viewer.page.locator("[data-purchase-status]")
+    await status.filter(has_text="tokens added").wait_for(timeout=15000)
+    balance = int(await viewer.page.locator("[data-wallet-balance]").inner_text())
+    assert balance > 0
+    await audit(viewer, axe_source, "wallet")
+
+    # Tip with a preset; the performer's page shows the animation.
+    await viewer.page.goto(room_url)
+    await viewer.page.wait_for_function(
+        "() => document.querySelector('[data-balance]').textContent.trim() !== '…'"
+    )
+    await viewer.page.get_by_role("button", name="25", exact=True).click()
+    burst = performer.page.locator("[data-tip-burst]").filter(has_text="25 tokens")
+    await burst.wait_for(timeout=10000)
+    await performer.page.screenshot(path=str(SCREENSHOTS / "studio-tip-desktop.png"))
+    assert "25" in await performer.page.locator("[data-tip-feed]").inner_text()
+    await viewer.page.locator("[data-balance]").filter(has_text=str(balance - 25)).first.wait_for()
+
+    # End the show: the viewer is told.
+    await performer.page.get_by_role("button", name="End stream").click()
+    await (
+        viewer.page.locator("[data-video-status]").filter(has_text="ended").wait_for(timeout=10000)
+    )
+
+    for person in (stranger, performer, viewer):
+        assert person.csp_violations() == [], person.csp_violations()
