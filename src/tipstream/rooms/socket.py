@@ -35,6 +35,7 @@ from tipstream.audit import service as audit
 from tipstream.config import Settings
 from tipstream.db import Pool
 from tipstream.errors import Problem
+from tipstream.moderation import chatpolicy
 from tipstream.rooms import chat, queries, service, turn
 from tipstream.rooms.hub import Member, RoomHub
 from tipstream.rooms.queries import StreamNotFound, StreamRow
@@ -383,6 +384,15 @@ class RoomSocket:
         kv, settings = self.ctx.kv, self.settings
         text = chat.clean_text(settings, message.text)
         await chat.check_may_chat(kv, settings, self.stream.id, self.user.id)
+        # Moderation scores the message before anyone sees it; the room's policy may mask,
+        # hold or block it (docs/moderation.md).
+        verdict = await chatpolicy.screen(
+            self.ctx.pool, kv, settings, self.stream, self.user.id, text
+        )
+        if verdict.text is None:
+            self.send({"type": "chat_withheld", "action": verdict.action})
+            return
+        text = verdict.text
         await chat.publish_sequenced(
             kv,
             settings,

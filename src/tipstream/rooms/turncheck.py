@@ -15,11 +15,12 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = 0x2112A442
-BINDING, ALLOCATE, REFRESH = 0x0001, 0x0003, 0x0004
+BINDING, ALLOCATE, REFRESH, CREATE_PERMISSION = 0x0001, 0x0003, 0x0004, 0x0008
 SUCCESS, ERROR = 0x0100, 0x0110
 ATTR_USERNAME, ATTR_INTEGRITY, ATTR_ERROR = 0x0006, 0x0008, 0x0009
 ATTR_LIFETIME, ATTR_REALM, ATTR_NONCE = 0x000D, 0x0014, 0x0015
 ATTR_RELAYED, ATTR_TRANSPORT, ATTR_XOR_MAPPED = 0x0016, 0x0019, 0x0020
+ATTR_XOR_PEER = 0x0012
 
 
 class TurnCheckFailed(Exception):
@@ -92,6 +93,22 @@ async def check_turn(
     host: str, port: int, username: str, password: str, *, wait: float = 1.0
 ) -> str:
     """Allocate a relay with these credentials, release it, and return the relayed address."""
+    relayed, _ = await _allocate(host, port, username, password, wait=wait, peers=[])
+    return relayed
+
+
+async def peer_permissions(
+    host: str, port: int, username: str, password: str, peers: list[str], *, wait: float = 1.0
+) -> dict[str, bool]:
+    """May this allocation relay to each peer (IPv4)? Asks coturn for a permission per peer
+    (CreatePermission): nothing is ever sent to the peers themselves."""
+    _, allowed = await _allocate(host, port, username, password, wait=wait, peers=peers)
+    return allowed
+
+
+async def _allocate(
+    host: str, port: int, username: str, password: str, *, wait: float, peers: list[str]
+) -> tuple[str, dict[str, bool]]:
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_datagram_endpoint(_Client, remote_addr=(host, port))
     try:
@@ -108,34 +125,50 @@ async def check_turn(
         key = hashlib.md5(  # noqa: S324 (the TURN long-term credential key is MD5 by RFC 5389)
             username.encode() + b":" + realm + b":" + password.encode()
         ).digest()
-        attrs = (
-            transport_attr
-            + _attr(ATTR_USERNAME, username.encode())
+        auth = (
+            _attr(ATTR_USERNAME, username.encode())
             + _attr(ATTR_REALM, realm)
             + _attr(ATTR_NONCE, nonce)
         )
         reply = await _ask(
-            transport, client, _encode(ALLOCATE, secrets.token_bytes(12), attrs, key), wait
+            transport,
+            client,
+            _encode(ALLOCATE, secrets.token_bytes(12), transport_attr + auth, key),
+            wait,
         )
         if reply.method_class != ALLOCATE | SUCCESS:
-            error = reply.attrs.get(ATTR_ERROR, b"\0\0\0\0")
-            code = (error[2] & 7) * 100 + error[3]
-            reason = error[4:].decode(errors="replace")
+            code, reason = _error(reply)
             raise TurnCheckFailed(
                 f"TURN refused the app's credential ({code} {reason}): "
                 "turn_secret differs from coturn's static-auth-secret?"
             )
         relayed = _xor_address(reply.attrs[ATTR_RELAYED])
-        release = (
-            _attr(ATTR_LIFETIME, struct.pack("!I", 0))
-            + _attr(ATTR_USERNAME, username.encode())
-            + _attr(ATTR_REALM, realm)
-            + _attr(ATTR_NONCE, nonce)
-        )
+        allowed = {}
+        for peer in peers:
+            permission = _attr(ATTR_XOR_PEER, _xor_encode(peer)) + auth
+            answer = await _ask(
+                transport,
+                client,
+                _encode(CREATE_PERMISSION, secrets.token_bytes(12), permission, key),
+                wait,
+            )
+            allowed[peer] = answer.method_class == CREATE_PERMISSION | SUCCESS
+        release = _attr(ATTR_LIFETIME, struct.pack("!I", 0)) + auth
         transport.sendto(_encode(REFRESH, secrets.token_bytes(12), release, key))
-        return relayed
+        return relayed, allowed
     finally:
         transport.close()
+
+
+def _error(reply: _Message) -> tuple[int, str]:
+    error = reply.attrs.get(ATTR_ERROR, b"\0\0\0\0")
+    return (error[2] & 7) * 100 + error[3], error[4:].decode(errors="replace")
+
+
+def _xor_encode(ip: str) -> bytes:
+    """XOR-PEER-ADDRESS value for an IPv4 peer (port 9, discard: never contacted)."""
+    raw = int.from_bytes(bytes(int(part) for part in ip.split(".")), "big") ^ MAGIC
+    return struct.pack("!BBHI", 0, 1, 9 ^ (MAGIC >> 16), raw)
 
 
 def parse_turn_url(url: str) -> tuple[str, int]:

@@ -8,11 +8,16 @@ import time
 
 import pytest
 
-from tests.integration.rooms.conftest import JanusServer, MediaSecrets, TurnServer
+from tests.integration.rooms.conftest import JanusServer, MediaNet, MediaSecrets, TurnServer
 from tipstream.config import Settings
 from tipstream.rooms.janus import JanusClient, JanusError, JanusUnavailable
 from tipstream.rooms.turn import credential, ice_servers
-from tipstream.rooms.turncheck import TurnCheckFailed, check_turn, parse_turn_url
+from tipstream.rooms.turncheck import (
+    TurnCheckFailed,
+    check_turn,
+    parse_turn_url,
+    peer_permissions,
+)
 
 
 async def _client(janus_server: JanusServer, secret: str | None, **kwargs: object) -> JanusClient:
@@ -145,3 +150,28 @@ async def test_turn_check_accepts_the_apps_credential_and_refuses_a_wrong_one(
 def media_secret(settings: Settings) -> str:
     assert settings.secrets.turn_secret
     return settings.secrets.turn_secret
+
+
+async def test_coturn_relays_to_the_sfu_only_never_into_private_or_loopback_ranges(
+    turn_server: TurnServer, media_net: MediaNet, rooms_settings: Settings
+) -> None:
+    """The test config allows exactly the veth's /30 (where Janus is) and loopback, on top of
+    the production deny list; every other private, link-local or reserved peer is refused.
+    (CreatePermission only: nothing is sent to any of these peers.)"""
+    (server,) = [s for s in ice_servers(rooms_settings, 7) if s.username]
+    host, port = parse_turn_url(server.urls[0])
+    assert server.username and server.credential
+    denied = ["10.1.2.3", "172.16.5.4", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.1"]
+    other_test_range = (
+        "198.19.255.250" if not media_net.sfu_ip.startswith("198.19.255.") else ("198.18.0.250")
+    )
+    allowed = await peer_permissions(
+        host,
+        port,
+        server.username,
+        server.credential,
+        [media_net.sfu_ip, *denied, other_test_range],
+    )
+    assert allowed[media_net.sfu_ip] is True
+    for peer in [*denied, other_test_range]:
+        assert allowed[peer] is False, peer
