@@ -26,6 +26,7 @@ from tipstream.errors import EXCEPTION_HANDLERS
 from tipstream.health import routes as health_routes
 from tipstream.kyc import routes as kyc_routes
 from tipstream.ledger import routes as ledger_routes
+from tipstream.moderation import routes as moderation_routes
 from tipstream.observability import RequestIdMiddleware, configure_logging, prometheus_config
 from tipstream.payments import routes as payments_routes
 from tipstream.rooms import routes as rooms_routes
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *ledger_routes.ROUTES,
             *rooms_routes.ROUTES,
             *kyc_routes.ROUTES,
+            *moderation_routes.ROUTES,
             *web_routes.ROUTES,
             docs_assets,
         ],
@@ -127,7 +129,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[metrics.middleware],
         openapi_config=_openapi(settings),
         template_config=web_routes.TEMPLATE_CONFIG,
-        lifespan=[_lifespan(settings), rooms_routes.lifespan(settings)],
+        lifespan=[
+            _lifespan(settings),
+            rooms_routes.lifespan(settings),
+            moderation_routes.lifespan(settings),
+        ],
         before_send=[_security_headers],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,

@@ -252,6 +252,27 @@ class KycSettings(msgspec.Struct, forbid_unknown_fields=True):
     closed_account_retention_days: Annotated[int, msgspec.Meta(ge=0)] = 7 * 365
 
 
+ChatPolicy = Literal["allow", "mask", "hold", "block"]
+
+
+class ModerationSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """What happens to a chat message the classifier scores at or above chat_threshold: allow
+    (published as is, counted), mask (its offending words starred), hold (kept for a moderator),
+    block (refused). chat_policy_by_room overrides it per room (key: the performer's user id)."""
+
+    chat_policy: ChatPolicy = "mask"
+    chat_policy_by_room: dict[str, ChatPolicy] = msgspec.field(default_factory=dict)
+    chat_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.8
+    # This many toxic messages within the window mute the sender in the room automatically.
+    offences_before_mute: Annotated[int, msgspec.Meta(ge=1)] = 3
+    offence_window_seconds: Annotated[int, msgspec.Meta(ge=1)] = 600
+    auto_mute_seconds: Annotated[int, msgspec.Meta(ge=1)] = 600
+    # Chat lines kept as evidence with a report (the room's recent history).
+    evidence_chat_lines: Annotated[int, msgspec.Meta(ge=0, le=500)] = 50
+    # Load the classifier as the app starts (in a thread) rather than on the first message.
+    warm_classifier: bool = True
+
+
 class Secrets(msgspec.Struct):
     session_key: str | None = None
     database_password: str | None = None
@@ -286,6 +307,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     rooms: RoomsSettings = msgspec.field(default_factory=RoomsSettings)
     vault: VaultSettings = msgspec.field(default_factory=VaultSettings)
     kyc: KycSettings = msgspec.field(default_factory=KycSettings)
+    moderation: ModerationSettings = msgspec.field(default_factory=ModerationSettings)
     secrets_dir: str | None = None
     secrets: Secrets = msgspec.field(default_factory=Secrets)
 

@@ -514,3 +514,31 @@ async def set_wallet_frozen(
             details={"reason": reason or ""},
         )
     return await wallet(conn, user_id)
+
+
+async def set_earnings_frozen(
+    conn: Conn,
+    performer_id: int,
+    *,
+    frozen: bool,
+    reason: str | None,
+    actor_id: int | None,
+    ip: str | None = None,
+) -> int:
+    """Freeze (or release) a performer's earnings accounts, which stops payouts from them (a
+    frozen account takes no debits); used by moderation. Audited; returns how many accounts."""
+    async with conn.transaction():
+        ids = [a.id for a in await queries.accounts_of(conn, performer_id) if a.kind == EARNINGS]
+        if ids:
+            with translated():
+                await queries.set_frozen(conn, ids, frozen=frozen, reason=reason)
+        await audit.record(
+            conn,
+            "ledger.earnings_freeze" if frozen else "ledger.earnings_unfreeze",
+            actor_id=actor_id,
+            target_type="user",
+            target_id=performer_id,
+            ip=ip,
+            details={"reason": reason or "", "accounts": len(ids)},
+        )
+    return len(ids)

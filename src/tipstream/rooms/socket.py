@@ -36,7 +36,7 @@ from tipstream.config import Settings
 from tipstream.db import Pool
 from tipstream.errors import Problem
 from tipstream.moderation import chatpolicy
-from tipstream.rooms import chat, queries, service, turn
+from tipstream.rooms import chat, goals, queries, service, turn
 from tipstream.rooms.hub import Member, RoomHub
 from tipstream.rooms.queries import StreamNotFound, StreamRow
 from tipstream.rooms.schemas import (
@@ -237,6 +237,7 @@ class RoomSocket:
             self.stream.id
         ]
         publishing = bool(await ctx.kv.exists(self._key("publisher")))
+        goal = await goals.current_goal(ctx.kv, self.settings, self.stream.id)
         self.send(
             {
                 "type": "welcome",
@@ -244,6 +245,7 @@ class RoomSocket:
                 "role": "performer" if self.is_performer else "viewer",
                 "user_id": self.user.id,
                 "publisher_up": publishing,
+                "goal": msgspec.to_builtins(goal) if goal else None,
                 "ice_servers": msgspec.to_builtins(turn.ice_servers(self.settings, self.user.id)),
                 "history": [msgspec.Raw(h.encode()) for h in history],
             }

@@ -1,0 +1,1 @@
+"""Moderation: chat classifier and policy, reports with evidence, the review queue, actions."""
