@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import scalar
+from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.vault import queries
+from tipstream.vault.health import check_vault
 from tipstream.vault.keys import DecryptionFailed, Keyring, KeyringError
 from tipstream.vault.service import ObjectGone, Vault
 from tipstream.vault.storage import LocalDiskStorage
@@ -166,3 +169,14 @@ async def test_an_interrupted_rotation_resumes(vault: Vault, kyc_db: Conn) -> No
     assert result.remaining == 0 and result.failed == 0
     assert set(await rotated.keys_in_use(kyc_db)) == {rotated.keyring.active_id}
     await rotate_back(rotated, vault, kyc_db)
+
+
+async def test_the_doctor_check(
+    kyc_settings: Settings, kyc_settings_factory: Any, tmp_path: Path
+) -> None:
+    assert "active key" in await check_vault(kyc_settings)
+    bare = tmp_path / "bare-secrets"
+    bare.mkdir()
+    (bare / "session_key").write_text("s" * 64)
+    with pytest.raises(KeyringError, match="tipctl keys init"):
+        await check_vault(kyc_settings_factory(secrets=bare))
