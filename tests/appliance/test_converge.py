@@ -12,6 +12,7 @@ The debootstrapped base root is cached in /var/cache/tipstream-appliance (about 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import re
@@ -36,6 +37,15 @@ CACHE = Path(os.environ.get("TIPSTREAM_APPLIANCE_CACHE", "/var/cache/tipstream-a
 BASE_PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,sudo"
 MIRROR = "http://deb.debian.org/debian"
 DOMAIN = "tipstream.test"
+SERVICES = (
+    "postgresql",
+    "redis-server",
+    "janus",
+    "coturn",
+    "nginx",
+    "tipstream-api",
+    "tipstream-worker",
+)
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "ANSIBLE_NOCOLOR": "1"}
 
 
@@ -160,7 +170,10 @@ def node() -> Iterator[Node]:
             _sh("ip", "netns", "exec", netns, *cmd)
 
         (root / "etc/hostname").write_text("tipstream-1\n")
-        (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 tipstream-1\n")
+        # The site's name resolves to the node, as DNS would: the app checks its TURN URLs.
+        (root / "etc/hosts").write_text(
+            f"127.0.0.1 localhost\n127.0.1.1 tipstream-1\n{node_ip} {DOMAIN}\n"
+        )
         (root / "etc/resolv.conf").write_text(f"nameserver {host_ip}\n")
         (root / "etc/apt/apt.conf.d/01proxy").write_text(
             f'Acquire::http::Proxy "http://{host_ip}:3128";\nAcquire::http::Pipeline-Depth "0";\n'
@@ -228,7 +241,7 @@ def test_first_run_installs_everything(converged: Node) -> None:
     recap = _recap(converged.runs["run1"])
     assert recap["failed"] == 0
     assert recap["changed"] > 10
-    for unit in ("postgresql", "redis-server", "nginx", "tipstream-api", "tipstream-worker"):
+    for unit in SERVICES:
         assert converged.run("systemctl", "is-active", unit).stdout.strip() == "active", unit
     doctor = converged.run("/opt/tipstream/venv/bin/tipctl", "doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -277,7 +290,13 @@ def test_served_through_nginx_over_tls(converged: Node) -> None:
 
 
 def test_units_are_sandboxed_under_real_systemd(converged: Node) -> None:
-    for unit in ("tipstream-api.service", "tipstream-worker.service"):
+    # Ours, and Debian's Janus and coturn with the roles' drop-ins.
+    for unit in (
+        "tipstream-api.service",
+        "tipstream-worker.service",
+        "janus.service",
+        "coturn.service",
+    ):
         result = converged.run("systemd-analyze", "security", "--no-pager", unit)
         level = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
         assert level, result.stdout[-2000:]
@@ -298,7 +317,16 @@ def test_units_are_sandboxed_under_real_systemd(converged: Node) -> None:
 def test_secrets_are_generated_on_the_host_and_private(converged: Node) -> None:
     listing = converged.run("stat", "-c", "%a %U %G %n", "/etc/tipstream/secrets").stdout
     assert listing.startswith("700 root root")
-    names = ("session_key", "database_password", "valkey_password", "replication_password")
+    names = (
+        "session_key",
+        "database_password",
+        "valkey_password",
+        "replication_password",
+        "janus_api_secret",
+        "janus_admin_secret",
+        "janus_admin_key",
+        "turn_secret",
+    )
     for name in names:
         info = converged.run("stat", "-c", "%a %U", f"/etc/tipstream/secrets/{name}").stdout
         assert info.split() == ["600", "root"], name
@@ -308,6 +336,62 @@ def test_secrets_are_generated_on_the_host_and_private(converged: Node) -> None:
             assert value not in run.stdout + run.stderr, f"{name} leaked into Ansible's output"
     config = converged.run("stat", "-c", "%a %U %G", "/etc/tipstream/tipstream.toml").stdout
     assert config.split() == ["640", "root", "tipstream"]
+
+
+JANUS_PROBE = """
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+async def ask(extra):
+    async with connect("ws://127.0.0.1:8188", subprotocols=["janus-protocol"]) as ws:
+        await ws.send(json.dumps({"janus": "create", "transaction": "t", **extra}))
+        return json.loads(await ws.recv())["janus"]
+secret = open("/etc/tipstream/secrets/janus_api_secret").read().strip()
+print(asyncio.run(ask({"apisecret": secret})), asyncio.run(ask({})))
+"""
+
+
+def test_janus_serves_the_app_with_the_generated_api_secret_only(converged: Node) -> None:
+    # Run with the app's venv (its websockets), as root on the node: the app's side of it.
+    result = converged.run("/opt/tipstream/venv/bin/python", "-c", JANUS_PROBE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["success", "error"]
+    listening = converged.run("ss", "-ltnH").stdout
+    assert "127.0.0.1:8188" in listening
+    assert "0.0.0.0:8188" not in listening and "*:8188" not in listening
+
+
+async def test_turn_relays_for_credentials_signed_with_the_turn_secret(converged: Node) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from aioice import turn
+
+    secret = converged.run("cat", "/etc/tipstream/secrets/turn_secret").stdout.strip()
+    # The TURN REST API scheme the app uses: "expiry:user", HMAC-SHA1 of it, base64.
+    username = f"{int(time.time()) + 600}:converge"
+    password = base64.b64encode(
+        hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    ).decode()
+    transport, _ = await turn.create_turn_endpoint(
+        asyncio.DatagramProtocol,
+        server_addr=(converged.address, 3478),
+        username=username,
+        password=password,
+    )
+    try:
+        relayed_host, relayed_port = transport.get_extra_info("sockname")[:2]
+        assert relayed_host == converged.address
+        assert 49152 <= relayed_port <= 65535
+    finally:
+        transport.close()
+    with pytest.raises(Exception, match="401"):
+        await turn.create_turn_endpoint(
+            asyncio.DatagramProtocol,
+            server_addr=(converged.address, 3478),
+            username=username,
+            password="not-the-signature",
+        )
 
 
 def test_upgrade_with_tags_app_migrates_before_restarting(converged: Node) -> None:
