@@ -14,6 +14,7 @@ from tipctl import (
     keys_cmd,
     kyc_cmd,
     ledger_cmd,
+    moderation_cmd,
     payouts_cmd,
     rooms_cmd,
     run_cmd,
@@ -50,4 +51,5 @@ app.add_typer(kyc_cmd.app, name="kyc")
 app.add_typer(streams_cmd.app, name="streams")
 app.add_typer(rooms_cmd.app, name="rooms")
 app.add_typer(payouts_cmd.app, name="payouts")
+app.add_typer(moderation_cmd.app, name="moderation")
 app.command("doctor")(doctor_cmd.doctor)

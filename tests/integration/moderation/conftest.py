@@ -47,6 +47,8 @@ class ModWorld:
     settings: Settings
     vault: Vault
     rooms: Rooms
+    # The environment the app process runs with (vault credentials, policies): tipctl too.
+    env: dict[str, str]
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +93,7 @@ async def mod_world(
     for performer in performers:
         performer.server = server
         performer.http.base_url = server.base_url  # type: ignore[assignment]
-    yield ModWorld(server, settings, Vault.from_settings(settings), rooms)
+    yield ModWorld(server, settings, Vault.from_settings(settings), rooms, env)
 
 
 def _inline_table(values: dict[str, str]) -> str:
