@@ -19,7 +19,7 @@ from tipstream.audit import service as audit
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Conflict, Forbidden, InvalidInput, NotFound, Problem
-from tipstream.kyc import checks, queries, uploads
+from tipstream.kyc import checks, mrz, queries, uploads
 from tipstream.kyc.mrz import MrzError
 from tipstream.kyc.queries import SubmissionNotFound, SubmissionRow
 from tipstream.kyc.schemas import (
@@ -166,9 +166,12 @@ async def submit(
         raise InvalidInput(f"missing images: {', '.join(missing)}")
     flags: list[str] = []
     found: dict[str, Any] = {}
+    # The age is judged on the youngest date of birth the document data gives.
+    born = form.date_of_birth
     if form.mrz and form.mrz.strip():
         try:
             mrz_flags, mrz_checks = checks.mrz_findings(form, form.mrz, day)
+            born = max(born, mrz.parse(form.mrz, today=day).birth_date)
         except MrzError as exc:
             raise InvalidMrz(f"mrz: {exc}") from None
         flags += mrz_flags
@@ -187,8 +190,9 @@ async def submit(
         mrz=form.mrz,
     )
     minimum = checks.minimum_age(settings, form.country)
-    if not checks.is_old_enough(settings, form.date_of_birth, form.country, day):
-        await _reject_underage(conn, vault, user_id, form, stored, index, minimum, ip)
+    if not checks.is_old_enough(settings, born, form.country, day):
+        age = age_on(born, day)
+        await _reject_underage(conn, vault, user_id, form, stored, index, minimum, age, ip)
         raise Underage(
             f"performers must be at least {minimum} years old in {form.country}; "
             "the submission was rejected"
@@ -328,6 +332,7 @@ async def _reject_underage(
     stored: StoredForm,
     index: str,
     minimum: int,
+    age: int,
     ip: str | None,
 ) -> None:
     reason = f"under the minimum age of {minimum} for {form.country}"
@@ -345,7 +350,7 @@ async def _reject_underage(
             agreement_version=form.agreement_version,
             agreement_accepted_at=stored.agreement_accepted_at,
             flags=["underage"],
-            checks={"age": {"minimum": minimum, "age": age_on(form.date_of_birth, today())}},
+            checks={"age": {"minimum": minimum, "age": age}},
             decision_reason=reason,
             **objects,
         )

@@ -259,3 +259,24 @@ async def test_two_submissions_at_once_make_one(
     assert await submissions_of(kyc_db, person.user_id) == 1
     # The loser's ciphertext went with its rolled-back transaction: form, front, selfie remain.
     assert files() - before == 3
+
+
+async def test_a_minor_on_the_document_is_rejected_whatever_the_form_says(
+    performer: UserFactory, kyc_db: Conn
+) -> None:
+    person = await performer("mrz-minor")
+    young = date.today().replace(year=date.today().year - 16, day=1)
+    fields = form_fields(
+        document_number="MN1234567",
+        date_of_birth="1990-05-17",
+        mrz=td3("MN1234567", young.strftime("%y%m%d"), "340415"),
+    )
+    assert_problem(await submit(person, fields), 422, "underage")
+    me = (await person.get("/api/kyc/me")).json()
+    assert me["status"] == "rejected"
+    age = await scalar(
+        kyc_db,
+        "SELECT checks->'age'->>'age' FROM kyc_submissions WHERE user_id = %s",
+        (person.user_id,),
+    )
+    assert int(age) in (15, 16)
