@@ -153,6 +153,13 @@ async def studio_earnings(principal: Principal) -> Template:
 # --------------------------------------------------------------------------- staff pages
 
 
+@get(
+    "/staff/moderation", guards=[guards.moderator], dependencies=PRINCIPAL, include_in_schema=False
+)
+async def staff_moderation(principal: Principal) -> Template:
+    return _page("staff/moderation.html", principal)
+
+
 @get("/staff/kyc", guards=[guards.moderator], dependencies=PRINCIPAL, include_in_schema=False)
 async def staff_kyc(principal: Principal) -> Template:
     return _page("staff/kyc.html", principal)
@@ -251,6 +258,7 @@ PAGES = Router(
         studio,
         studio_kyc,
         studio_earnings,
+        staff_moderation,
         staff_kyc,
         staff_payouts,
         staff_users,

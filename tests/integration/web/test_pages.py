@@ -65,7 +65,7 @@ async def test_viewer_performer_and_staff_pages_render(
     assert "Go live" in studio and "data-camera" in studio
 
     admin = await make_admin("webadmin")
-    for path in ("/staff/kyc", "/staff/users"):
+    for path in ("/staff/moderation", "/staff/kyc", "/staff/users"):
         await check_page(admin, path)
 
 

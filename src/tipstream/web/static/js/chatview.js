@@ -5,7 +5,7 @@ import { emoteText } from "./roomsocket.js";
 
 const MAX_MESSAGES = 200;
 
-export function chatView(log, socket, { moderate = false } = {}) {
+export function chatView(log, socket, { moderate = false, onReport = null } = {}) {
   function add(message) {
     const item = el(
       "li",
@@ -20,6 +20,11 @@ export function chatView(log, socket, { moderate = false } = {}) {
       const mute = el("button", { type: "button", class: "tiny", "aria-label": `Mute ${message.name}` }, "Mute");
       mute.addEventListener("click", () => socket.send({ type: "moderate", action: "mute", user_id: message.user_id, seconds: 600 }));
       item.append(" ", del, " ", mute);
+    }
+    if (onReport && message.id) {
+      const report = el("button", { type: "button", class: "tiny", "aria-label": `Report message from ${message.name}` }, "Report");
+      report.addEventListener("click", () => onReport(message));
+      item.append(" ", report);
     }
     log.append(item);
     while (log.children.length > MAX_MESSAGES) log.firstElementChild.remove();

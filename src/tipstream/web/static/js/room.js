@@ -16,8 +16,10 @@ const totals = new Map();
 let pc = null;
 let iceServers = [];
 let quality = 2;
+let over = false; // the show ended: later media and socket news must not replace that line
 
 function say(text) {
+  if (over) return;
   status.textContent = text;
   status.hidden = !text;
 }
@@ -92,6 +94,7 @@ const socket = new RoomSocket(streamId, {
   stream_ended: () => {
     closePeer();
     say("The show has ended. Thanks for watching!");
+    over = true;
   },
   error: (m) => {
     if (m.code === "no-publisher") say("Waiting for the performer to start the camera…");
@@ -100,10 +103,41 @@ const socket = new RoomSocket(streamId, {
   reconnecting: () => say("Connection lost, reconnecting…"),
   final: (code) => {
     closePeer();
-    say(code === 4409 ? "This stream is not live." : code === 4403 ? "You can't join this room." : "Log in to watch.");
+    say(code === 4409 ? "This show has ended or is not live yet." : code === 4403 ? "You can't join this room." : "Log in to watch.");
   },
 });
-const chat = chatView(chatLog, socket);
+const chat = chatView(chatLog, socket, { onReport: (m) => openReport("message", m) });
+
+// Reports (moderation API): the stream, a chat message, or the user who wrote it.
+const dialog = document.querySelector("[data-report-dialog]");
+let reporting = null;
+function openReport(target, message) {
+  if (!dialog) return;
+  reporting = { target, message };
+  dialog.querySelector("[data-report-what]").textContent = message ? `${message.name}'s message` : "this stream";
+  clearErrors(dialog.querySelector("form"));
+  dialog.showModal();
+}
+if (dialog) {
+  const form = dialog.querySelector("form");
+  dialog.querySelector("[data-report-cancel]").addEventListener("click", () => dialog.close());
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { target: reporting.target, reason: form.querySelector('[name="reason"]').value, stream_id: streamId };
+    if (reporting.message) {
+      body.message_id = reporting.message.id;
+      body.user_id = reporting.message.user_id;
+    }
+    try {
+      await api("POST", "/api/moderation/reports", body);
+      dialog.close();
+      chat.notice("Thanks, a moderator will look at your report.");
+    } catch (error) {
+      showProblem(form, error);
+    }
+  });
+  root.querySelector('[data-report="stream"]').addEventListener("click", () => openReport("stream", null));
+}
 
 if (root.dataset.signedIn === "yes") {
   socket.open();

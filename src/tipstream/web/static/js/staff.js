@@ -22,7 +22,40 @@ function action(label, run, attrs = {}) {
   return button;
 }
 
+const CASE_ACTIONS = {
+  message: ["dismiss", "delete_message", "mute", "escalate"],
+  stream: ["dismiss", "warn", "end_stream", "escalate"],
+  user: ["dismiss", "warn", "ban", "suspend", "escalate"],
+};
+
 const LOADERS = {
+  async moderation() {
+    const items = await api("GET", "/api/moderation/queue");
+    body.replaceChildren(
+      ...items.map((c) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, String(c.id)),
+          el("td", {}, String(c.severity)),
+          el("td", {}, `${c.target_type} (${c.source})`),
+          el("td", {}, c.stream_id ? el("a", { href: `/rooms/${c.stream_id}` }, `#${c.stream_id}`) : "—"),
+          el("td", {}, c.subject_user_id ? String(c.subject_user_id) : "—"),
+          el("td", {}, c.reason),
+          el(
+            "td",
+            { class: "actions" },
+            ...(CASE_ACTIONS[c.target_type] || ["dismiss", "escalate"]).map((name) =>
+              action(name.replace("_", " "), () => api("POST", `/api/moderation/cases/${c.id}/actions`, { action: name }), {
+                "aria-label": `${name.replace("_", " ")} case ${c.id}`,
+              }),
+            ),
+          ),
+        ),
+      ),
+    );
+    if (!items.length) body.append(el("tr", {}, el("td", { colSpan: 7 }, "The queue is empty.")));
+  },
   async kyc() {
     const items = await api("GET", "/api/kyc/review/");
     body.replaceChildren(
