@@ -20,7 +20,8 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 # The rooms fixtures (namespace, Janus, coturn, app processes), shared rather than copied.
 from tests.integration.rooms.conftest import (  # noqa: F401
-    app_server,
+    AppServer,
+    AppServerFactory,
     app_server_factory,
     janus_server,
     media_net,
@@ -29,6 +30,8 @@ from tests.integration.rooms.conftest import (  # noqa: F401
     rooms_settings_factory,
     turn_server,
 )
+from tipstream.config import Settings
+from tipstream.vault.keys import new_keyring
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,6 +53,32 @@ AXE = E2E_DIR / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = Path(os.environ.get("TIPSTREAM_SCREENSHOTS", ROOT / "var" / "screenshots"))
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="session")
+async def web_server(
+    app_server_factory: AppServerFactory,  # noqa: F811
+    rooms_settings_factory: Any,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AppServer:
+    """An app process (granian) with Janus and coturn, and a vault (reports seal evidence)."""
+    credentials = tmp_path_factory.mktemp("web-credentials")
+    keyring = new_keyring().format()
+    (credentials / "vault_keys").write_text(keyring)
+    vault_dir = tmp_path_factory.mktemp("web-vault")
+    settings: Settings = rooms_settings_factory(vault={"dir": str(vault_dir)})
+    settings.secrets.vault_keys = keyring
+    env = {"CREDENTIALS_DIRECTORY": str(credentials), "TIPSTREAM_VAULT__DIR": str(vault_dir)}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return await app_server_factory(settings)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -97,10 +126,13 @@ class Person:
     async def goto(self, path: str) -> None:
         await self.page.goto(self.base_url + path)
 
-    async def log_in(self, email: str, password: str, then: str) -> None:
+    async def log_in(self, email: str, password: str, then: str, totp: str | None = None) -> None:
         await self.goto(f"/login?next={then}")
         await self.page.get_by_label("Email").fill(email)
         await self.page.get_by_label("Password", exact=True).fill(password)
+        if totp is not None:
+            await self.page.get_by_text("I use two-factor authentication").click()
+            await self.page.get_by_label("Authenticator code").fill(totp)
         await self.page.get_by_role("button", name="Log in").click()
         await self.page.wait_for_url(f"**{then}")
 

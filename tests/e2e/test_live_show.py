@@ -1,8 +1,9 @@
 """The live show, end to end in real Chromium: a performer goes live from the studio with the
 fake camera, a viewer in another context sees the video move, buys tokens through the dev
-processor's hosted page, tips, and the tip animation lands on the performer's page. Along the
-way every page is screenshotted at phone and desktop widths, checked with axe-core (no serious or
-critical violations) and watched for Content-Security-Policy violations."""
+processor's hosted page, tips, and the tip animation lands on the performer's page; the viewer's
+report of the stream shows up in the moderator's queue (2FA sign-in through the login form).
+Along the way every page is screenshotted at phone and desktop widths, checked with axe-core (no
+serious or critical violations) and watched for Content-Security-Policy violations."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ import json
 import time
 from typing import Any
 
+import pyotp
 import pytest
+from valkey.asyncio import Valkey
 
 from tests.e2e.conftest import DESKTOP, PHONE, SCREENSHOTS, Person
+from tests.helpers import next_totp
 from tests.integration.rooms.conftest import AppServer
 from tests.integration.rooms.people import PASSWORD, sign_up
+from tipstream.accounts import service as accounts
+from tipstream.db import Conn
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +60,10 @@ async def video_frames(person: Person) -> dict[str, float]:
     return result
 
 
-async def test_go_live_watch_buy_tip(
-    app_server: AppServer, new_person: Any, axe_source: str
+async def test_go_live_watch_buy_tip_report(
+    web_server: AppServer, new_person: Any, axe_source: str, db: Conn, kv: Valkey
 ) -> None:
+    app_server = web_server
     base = app_server.base_url
     performer_account = await sign_up(app_server, "performer", tag="studio")
     viewer_account = await sign_up(app_server, "viewer", tag="fan")
@@ -126,11 +133,41 @@ async def test_go_live_watch_buy_tip(
     assert "25" in await performer.page.locator("[data-tip-feed]").inner_text()
     await viewer.page.locator("[data-balance]").filter(has_text=str(balance - 25)).first.wait_for()
 
+    # Chat, then a report of the stream that lands in the moderator's queue.
+    await viewer.page.get_by_label("Message", exact=True).fill("hello from e2e")
+    await viewer.page.get_by_role("button", name="Send", exact=True).click()
+    await performer.page.locator("[data-chat-log]").filter(has_text="hello from e2e").wait_for()
+    await viewer.page.get_by_role("button", name="Report stream").click()
+    await viewer.page.get_by_label("What is wrong?").select_option("Spam or scam")
+    await viewer.page.get_by_role("button", name="Send report").click()
+    await viewer.page.locator("[data-chat-log]").filter(has_text="a moderator will look").wait_for()
+
+    moderator_account = await sign_up(app_server, "viewer", tag="mod")
+    assert app_server.settings is not None
+    await accounts.set_role(
+        db, kv, app_server.settings, moderator_account.id, "moderator", actor_id=None
+    )
+    secret = (await moderator_account.post("/api/auth/2fa/enroll")).json()["secret"]
+    confirmed = await moderator_account.post(
+        "/api/auth/2fa/confirm", json={"code": pyotp.TOTP(secret).now()}
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    moderator: Person = await new_person(base)
+    await moderator.log_in(
+        moderator_account.email, PASSWORD, "/staff/moderation", totp=next_totp(secret)
+    )
+    case = moderator.page.locator("[data-staff] tbody tr").filter(has_text="Spam or scam")
+    await case.wait_for(timeout=10000)
+    await audit(moderator, axe_source, "staff-moderation")
+    await moderator.goto("/staff/kyc")
+    await moderator.page.get_by_text("Nothing waiting for review").wait_for()
+    await audit(moderator, axe_source, "staff-kyc")
+
     # End the show: the viewer is told.
     await performer.page.get_by_role("button", name="End stream").click()
     await (
         viewer.page.locator("[data-video-status]").filter(has_text="ended").wait_for(timeout=10000)
     )
 
-    for person in (stranger, performer, viewer):
+    for person in (stranger, performer, viewer, moderator):
         assert person.csp_violations() == [], person.csp_violations()

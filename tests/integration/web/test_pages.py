@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Browser, BrowserFactory, UserFactory
+from tests.integration.kyc.approved import approve_kyc
+from tipstream.db import Conn
 from tipstream.web import assets
 
 SetRole = Callable[[Browser, str], Awaitable[None]]
@@ -155,3 +157,26 @@ async def test_pages_need_no_principal_cookie_for_assets(new_browser: BrowserFac
     browser = new_browser()
     response = await browser.get(assets.current().url("css/app.css"))
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/css")
+
+
+async def test_room_page_for_strangers_and_viewers(
+    anon: Browser, make_user: UserFactory, db: Conn
+) -> None:
+    performer = await make_user("webroom", role="performer")
+    await approve_kyc(db, performer.user_id)
+    created = await performer.post("/api/streams", json={"title": "Cosy <b>evening</b>"})
+    assert created.status_code == 201, created.text
+    stream_id = created.json()["id"]
+
+    stranger = await anon.get(f"/rooms/{stream_id}", headers=HTML)
+    assert stranger.status_code == 200
+    assert_strict_page(stranger.text, stranger.headers["content-security-policy"])
+    assert "<title>Cosy &lt;b&gt;evening&lt;/b&gt; · tipstream</title>" in stranger.text
+    assert "This stream is not live." in stranger.text
+    assert "data-tip-form" not in stranger.text and "<dialog" not in stranger.text
+
+    viewer = await make_user("webroomviewer")
+    page = await check_page(viewer, f"/rooms/{stream_id}")
+    assert page.count("<dialog") == 1 and page.count("data-tip-form") == 1
+    for preset in ("10", "25", "50", "100", "500"):
+        assert f'data-preset="{preset}"' in page
