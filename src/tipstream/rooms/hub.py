@@ -22,6 +22,7 @@ from valkey.asyncio.client import PubSub
 
 from tipstream import kv as kvmod
 from tipstream.config import Settings
+from tipstream.rooms import goals
 from tipstream.rooms.service import PRESENCE_REFRESH, PRESENCE_TTL, presence_key, viewer_counts
 
 log = structlog.get_logger("tipstream.rooms.hub")
@@ -35,6 +36,7 @@ class _Peek(msgspec.Struct):
     type: str = ""
     user_id: int | None = None
     tip_id: int | None = None
+    tokens: int | None = None
     private_message: bool = False
 
 
@@ -89,6 +91,9 @@ class Room:
     recent_tips: dict[int, None] = field(default_factory=dict)
     # Membership changed since the last viewer count went out.
     changed: bool = True
+    # Whether the stream has a tip goal (tips are counted toward it only then); kept current by
+    # the goal / goal_cleared events that pass through.
+    has_goal: bool = False
 
     def first_time(self, tip_id: int) -> bool:
         if tip_id in self.recent_tips:
@@ -108,6 +113,7 @@ class RoomHub:
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def channel(self, stream_id: int) -> str:
         return kvmod.key(self.settings, "room", stream_id)
@@ -121,6 +127,9 @@ class RoomHub:
             room = self.rooms.get(channel)
             if room is None:
                 room = self.rooms[channel] = Room(stream_id, channel)
+                room.has_goal = (
+                    await goals.current_goal(self.kv, self.settings, stream_id) is not None
+                )
                 if self._pubsub is None:
                     self._pubsub = self.kv.pubsub(ignore_subscribe_messages=True)
                 await self._pubsub.subscribe(channel)
@@ -225,8 +234,13 @@ class RoomHub:
         except msgspec.DecodeError:
             log.warning("room_event_not_json", stream=room.stream_id)
             return
-        if peek.type == "tip" and peek.tip_id is not None and not room.first_time(peek.tip_id):
-            return
+        if peek.type == "tip" and peek.tip_id is not None:
+            if not room.first_time(peek.tip_id):
+                return
+            if peek.tokens and room.has_goal:
+                self._count_toward_goal(room.stream_id, peek.tip_id, peek.tokens)
+        elif peek.type in ("goal", "goal_cleared"):
+            room.has_goal = peek.type == "goal"
         public_text = text
         if peek.type == "tip" and peek.private_message:
             # A private tip message is for the performer's eyes only: one stripped copy for all.
@@ -248,6 +262,17 @@ class RoomHub:
                 continue
             if member.deliver(text):
                 room.delivered += 1
+
+    def _count_toward_goal(self, stream_id: int, tip_id: int, tokens: int) -> None:
+        async def count() -> None:
+            try:
+                await goals.count_tip(self.kv, self.settings, stream_id, tip_id, tokens)
+            except Exception as exc:
+                log.warning("goal_count_failed", stream=stream_id, error=type(exc).__name__)
+
+        task = asyncio.create_task(count())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def stats(self) -> dict[int, int]:
         return {room.stream_id: len(room.members) for room in self.rooms.values()}

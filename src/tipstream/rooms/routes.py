@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from litestar import Controller, Litestar, WebSocket, get, post, websocket
+from litestar import Controller, Litestar, WebSocket, delete, get, post, websocket
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -24,7 +24,13 @@ from tipstream.errors import Problem
 from tipstream.rooms import queries, service
 from tipstream.rooms import socket as room_socket_impl
 from tipstream.rooms.hub import RoomHub
-from tipstream.rooms.schemas import CreateStreamRequest, EndStreamRequest, Stream
+from tipstream.rooms.schemas import (
+    CreateStreamRequest,
+    EndStreamRequest,
+    Goal,
+    GoalRequest,
+    Stream,
+)
 from tipstream.rooms.sfu import RoomSpec, Sfu
 
 StreamId = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
@@ -81,6 +87,28 @@ class StreamsController(Controller):
         WebSocket /ws/rooms/{id}."""
         row = await service.go_live(conn, sfu, principal, stream_id, ip=ip)
         return service.to_stream(row)
+
+    @post("/{stream_id:int}/goal", guards=[guards.performer], status_code=200)
+    async def set_goal(
+        self,
+        stream_id: StreamId,
+        data: GoalRequest,
+        principal: Principal,
+        conn: Conn,
+        kv: Valkey,
+        settings: Settings,
+    ) -> Goal:
+        """Set the tip goal of your live stream; tips count toward it from now on and every
+        viewer sees its progress."""
+        return await service.set_goal(
+            conn, kv, settings, principal, stream_id, data.title, data.tokens
+        )
+
+    @delete("/{stream_id:int}/goal", guards=[guards.performer], status_code=204)
+    async def clear_goal(
+        self, stream_id: StreamId, principal: Principal, conn: Conn, kv: Valkey, settings: Settings
+    ) -> None:
+        await service.clear_goal(conn, kv, settings, principal, stream_id)
 
     @post(
         "/{stream_id:int}/end",

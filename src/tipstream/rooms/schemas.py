@@ -125,3 +125,17 @@ ClientMessage = (
     | ModerateMessage
     | PingMessage
 )
+
+
+class GoalRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A tip goal for the live stream: tips count toward it from now on."""
+
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    tokens: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+
+
+class Goal(msgspec.Struct):
+    title: str
+    target: int
+    progress: int
+    reached: bool

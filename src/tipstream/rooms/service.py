@@ -19,10 +19,10 @@ from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Conflict, Forbidden, Problem
 from tipstream.kyc import service as kyc
-from tipstream.rooms import queries
+from tipstream.rooms import goals, queries
 from tipstream.rooms.janus import JanusError
 from tipstream.rooms.queries import StreamRow
-from tipstream.rooms.schemas import CreateStreamRequest, Stream
+from tipstream.rooms.schemas import CreateStreamRequest, Goal, Stream
 from tipstream.rooms.sfu import RoomSpec, Sfu, new_room
 
 log = structlog.get_logger("tipstream.rooms.service")
@@ -236,3 +236,25 @@ async def viewer_counts(kv: Valkey, settings: Settings, stream_ids: list[int]) -
             pipe.zcount(presence_key(settings, stream_id), fresh_since, "+inf")
         counts = await pipe.execute()
     return {sid: int(n) for sid, n in zip(stream_ids, counts, strict=True)}
+
+
+async def set_goal(
+    conn: Conn, kv: Valkey, settings: Settings, principal: Principal, stream_id: int,
+    title: str, tokens: int,
+) -> Goal:  # fmt: skip
+    """The performer sets (or replaces) the tip goal of their live stream."""
+    row = await queries.get_stream(conn, stream_id)
+    if row.performer_id != principal.user.id:
+        raise NotYourStream
+    if row.status != "live":
+        raise StreamNotLive(f"stream {stream_id} is {row.status}")
+    return await goals.set_goal(kv, settings, stream_id, title, tokens)
+
+
+async def clear_goal(
+    conn: Conn, kv: Valkey, settings: Settings, principal: Principal, stream_id: int
+) -> None:
+    row = await queries.get_stream(conn, stream_id)
+    if row.performer_id != principal.user.id:
+        raise NotYourStream
+    await goals.clear_goal(kv, settings, stream_id)
