@@ -53,8 +53,13 @@ async def read_multipart(
         value = values[0]
         if isinstance(value, UploadFile):
             # The client's filename and content type are ignored: the content decides.
-            files[name] = await value.read()
+            data = await value.read()
             await value.close()
+            # A browser sends an empty part for a file input left empty: no file was given.
+            if data or value.filename:
+                files[name] = data
+        elif name in service.IMAGE_FIELDS and value == "":
+            continue  # the same empty part, parsed as a text field (no filename)
         else:
             fields[name] = value
     return fields, files

@@ -280,3 +280,11 @@ async def test_a_minor_on_the_document_is_rejected_whatever_the_form_says(
         (person.user_id,),
     )
     assert int(age) in (15, 16)
+
+
+async def test_an_empty_file_input_counts_as_no_file(performer: UserFactory) -> None:
+    """What a browser's form sends for a passport with the 'back' input left empty."""
+    person = await performer("browser")
+    files = {**image_files(), "back": ("", b"", "application/octet-stream")}
+    response = await submit(person, form_fields(mrz=""), files)
+    assert response.status_code == 201, response.text
