@@ -49,3 +49,16 @@ def worker(
 
     configure_logging(cfg)
     run_worker(cfg, threads=threads)
+
+
+@app.command("moderator")
+def moderator() -> None:
+    """Run the moderator worker: a hidden subscriber in every live room (NudeNet, PDQ)."""
+    cfg = settings()
+    import asyncio
+
+    from tipstream.moderation.sampler import run_moderator
+    from tipstream.observability import configure_logging
+
+    configure_logging(cfg)
+    asyncio.run(run_moderator(cfg))

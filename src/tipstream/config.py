@@ -271,6 +271,27 @@ class ModerationSettings(msgspec.Struct, forbid_unknown_fields=True):
     evidence_chat_lines: Annotated[int, msgspec.Meta(ge=0, le=500)] = 50
     # Load the classifier as the app starts (in a thread) rather than on the first message.
     warm_classifier: bool = True
+    # The moderator worker (tipctl run moderator): one hidden subscriber per live room.
+    sample_interval_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=600)] = 2.0
+    # NudeNet labels a room not marked adult may not show, at or above nudity_threshold, and
+    # what a detection does there: flag (review queue) or end (the stream, and flag).
+    nudity_labels: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "FEMALE_GENITALIA_EXPOSED",
+            "MALE_GENITALIA_EXPOSED",
+            "FEMALE_BREAST_EXPOSED",
+            "BUTTOCKS_EXPOSED",
+            "ANUS_EXPOSED",
+        ]
+    )
+    nudity_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
+    nudity_action: Literal["flag", "end"] = "flag"
+    # Operator PDQ hash lists (docs/moderation.md): a match ends the stream (severity 5).
+    hash_lists: list[str] = msgspec.field(default_factory=list)
+    hash_max_distance: Annotated[int, msgspec.Meta(ge=0, le=128)] = 31
+    hash_min_quality: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
+    # Prometheus metrics of the moderator worker on 127.0.0.1:<port>; 0 turns them off.
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
 
 
 class Secrets(msgspec.Struct):

@@ -75,6 +75,8 @@ class CaseDetail(msgspec.Struct):
     # The decrypted evidence document (JSON), exactly as captured; its SHA-256 is
     # case.evidence_sha256.
     evidence: str | None
+    # Why the evidence cannot be shown (e.g. the vault has no keys on this host), if so.
+    evidence_unavailable: str | None = None
 
 
 class ReportCreated(msgspec.Struct):

@@ -8,6 +8,7 @@ its SHA-256 kept on the case: what a moderator opens later is byte for byte what
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from datetime import UTC, datetime
@@ -286,7 +287,12 @@ async def detail(
 ) -> CaseDetail:
     """A case with its decrypted evidence; opening evidence is audited."""
     case = await queries.get_case(conn, case_id)
-    data = await open_evidence(conn, settings, case)
+    unavailable = None
+    try:
+        data = await open_evidence(conn, settings, case)
+    except VaultUnavailable as exc:
+        # The case is still worth showing; the operator fixes the vault to see its evidence.
+        data, unavailable = None, exc.detail
     if data is not None:
         await audit.record(
             conn,
@@ -301,7 +307,10 @@ async def detail(
         for a in await queries.actions_of(conn, case_id)
     ]
     return CaseDetail(
-        case=summary(case), actions=actions, evidence=data.decode() if data is not None else None
+        case=summary(case),
+        actions=actions,
+        evidence=data.decode() if data is not None else None,
+        evidence_unavailable=unavailable,
     )
 
 
@@ -466,3 +475,55 @@ async def notifications(conn: Conn, user_id: int, *, limit: int = 50) -> list[No
         Notification(id=n.id, kind=n.kind, body=n.body, case_id=n.case_id, created_at=n.created_at)
         for n in await queries.notifications_of(conn, user_id, limit=limit)
     ]
+
+
+async def flag_video(
+    conn: Conn,
+    kv: Valkey,
+    settings: Settings,
+    stream: StreamRow,
+    *,
+    source: str,
+    reason: str,
+    score: float | None,
+    frame_jpeg: bytes,
+    facts: dict[str, Any],
+) -> CaseRow:
+    """An automated flag from the moderator worker (NudeNet or a hash-list match), with the
+    frame (JPEG, base64) and the detections as evidence."""
+    document = {
+        "kind": f"video_{source}",
+        "captured_at": _now(),
+        "stream": _stream_facts(stream),
+        "frame_jpeg_base64": base64.b64encode(frame_jpeg).decode(),
+        "frame_sha256": hashlib.sha256(frame_jpeg).hexdigest(),
+        "facts": facts,
+        "chat": await recent_chat(kv, settings, stream.id),
+        "reason": reason,
+    }
+    async with conn.transaction():
+        evidence_id, digest = await seal_evidence(
+            conn, settings, owner_id=stream.performer_id, document=document
+        )
+        case = await queries.insert_case(
+            conn,
+            source=source,
+            target_type="stream",
+            severity=SEVERITY["hash"] if source == "hash" else 4,
+            stream_id=stream.id,
+            message_id=None,
+            subject_user_id=stream.performer_id,
+            reporter_id=None,
+            reason=reason[:500],
+            score=score,
+            evidence_id=evidence_id,
+            evidence_sha256=digest,
+        )
+        await audit.record(
+            conn,
+            "moderation.flag",
+            target_type="moderation_case",
+            target_id=case.id,
+            details={"source": source, "stream_id": stream.id},
+        )
+    return case
