@@ -117,6 +117,9 @@ async def test_go_live_watch_buy_tip_report(
     await viewer.page.wait_for_url("**/wallet?purchase=*")
     status = viewer.page.locator("[data-purchase-status]")
     await status.filter(has_text="tokens added").wait_for(timeout=15000)
+    await viewer.page.wait_for_function(
+        "() => /^[0-9]+$/.test(document.querySelector('[data-wallet-balance]').textContent)"
+    )
     balance = int(await viewer.page.locator("[data-wallet-balance]").inner_text())
     assert balance > 0
     await audit(viewer, axe_source, "wallet")

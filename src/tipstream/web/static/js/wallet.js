@@ -60,8 +60,8 @@ async function followPurchase(id) {
     const purchases = await api("GET", "/api/purchases/?limit=20");
     const purchase = purchases.find((p) => p.id === id);
     if (purchase && purchase.status === "credited") {
-      note.textContent = `${purchase.tokens} tokens added. Enjoy the show!`;
       await showBalance();
+      note.textContent = `${purchase.tokens} tokens added. Enjoy the show!`;
       history.replaceChildren();
       cursor = null;
       await loadHistory();
