@@ -160,6 +160,7 @@ class RoomSocket:
             on_publisher_down=self._publisher_down,
         )
         self.strikes = 0
+        self._down_announced = False
         # Token bucket over every message a client sends (ICE, pings, chat...): a burst of
         # MESSAGE_BURST, then MESSAGE_RATE per second; beyond that messages are refused.
         self.tokens = float(MESSAGE_BURST)
@@ -346,6 +347,7 @@ class RoomSocket:
         self.participant.release_ice()
 
     async def _publisher_up(self) -> None:
+        self._down_announced = False
         kv = self.ctx.kv
         await kv.set(self._key("publisher"), self.connection_id, ex=24 * 3600)
         await service.publish_room_event(
@@ -353,6 +355,10 @@ class RoomSocket:
         )
 
     async def _publisher_down(self, reason: str) -> None:
+        # A hangup followed by the socket closing is one departure, announced once.
+        if self._down_announced:
+            return
+        self._down_announced = True
         kv = self.ctx.kv
         key = self._key("publisher")
         if (await kv.get(key) or b"").decode() == self.connection_id:
