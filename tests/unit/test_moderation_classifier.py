@@ -59,3 +59,12 @@ def test_policy_per_room_falls_back_to_the_default() -> None:
     )
     assert chatpolicy.policy_for(settings, _stream(7)) == "block"
     assert chatpolicy.policy_for(settings, _stream(8)) == "mask"
+
+
+def test_linear_scorer_gives_the_libraries_own_probabilities() -> None:
+    from profanity_check import predict_prob
+
+    texts = [*TOXIC, *CLEAN, "", "the and of", "Ünïcode wörds fuck", "a"]
+    ours = classifier.score_sync(texts)
+    theirs = [float(p) for p in predict_prob(texts)]
+    assert ours == pytest.approx(theirs, abs=1e-9)
