@@ -21,4 +21,6 @@ from tests.e2e.conftest import (  # noqa: F401
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runs", type=int, default=10, help="go-live runs")
-    parser.addoption("--tips", type=int, default=10, help="tips per run")
+    parser.addoption(
+        "--tips", type=int, default=5, help="tips per run (the API allows 60 a minute)"
+    )
