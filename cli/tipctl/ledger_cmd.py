@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, date, datetime, time
@@ -35,10 +36,9 @@ from tipctl.common import (
 from tipctl.common import (
     run as run_service,
 )
-from tipstream.accounts import credentials
-from tipstream.accounts import queries as accounts_queries
 from tipstream.accounts import service as accounts
 from tipstream.db import Conn
+from tipstream.errors import Problem
 from tipstream.ledger import adjustments, outbox, statements, wallets
 from tipstream.ledger import service as ledger_service
 from tipstream.ledger import verify as ledger_verify
@@ -362,10 +362,12 @@ async def verified_admin(conn: Conn, who: str, code: str, *, permission: str | N
         fail(
             f"{who} is not an admin" + (f" with the {permission} permission" if permission else "")
         )
-    row = await accounts_queries.user_by_id(conn, user.id)
-    secret = row.totp_secret if row.totp_enabled_at is not None else None
-    if secret is None or credentials.totp_match_step(secret, code) is None:
-        fail("wrong or expired 2FA code")
+    if not re.fullmatch(r"\d{6}", code):
+        fail("a 2FA code is six digits", 2)
+    try:
+        await accounts.check_second_factor(conn, user.id, code)
+    except Problem:
+        fail("wrong, expired or already used 2FA code")
     return user.id
 
 

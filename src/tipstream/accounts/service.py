@@ -631,3 +631,13 @@ async def provision_totp(
     uri = credentials.totp_uri(secret, account=user.email, issuer=settings.security.totp_issuer)
     enrollment = TotpEnrollment(secret=secret, otpauth_uri=uri, qr_svg=credentials.qr_svg(uri))
     return enrollment, RecoveryCodes(recovery_codes=codes)
+
+
+async def check_second_factor(conn: Conn, user_id: int, code: str) -> None:
+    """Verify and use up a TOTP code for an action outside a browser session (tipctl
+    approvals): the same code cannot approve twice, as at login."""
+    async with conn.transaction():
+        user = await queries.user_by_id(conn, user_id, for_update=True)
+        if user.totp_enabled_at is None:
+            raise MfaRequired("this account has no 2FA enrolled")
+        await _verify_second_factor(conn, user, totp_code=code, recovery_code=None)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,7 @@ async def test_adjustments_need_two_admins_with_2fa_on_the_cli(  # type: ignore[
     import pyotp
 
     admins = []
+    secrets = []
     for _ in range(2):
         admin = await new_user("admin")
         secret = pyotp.random_base32()
@@ -104,6 +106,7 @@ async def test_adjustments_need_two_admins_with_2fa_on_the_cli(  # type: ignore[
         code = tmp_path / f"code-{admin}"
         code.write_text(pyotp.TOTP(secret).now())
         admins.append((str(admin), str(code)))
+        secrets.append(secret)
     viewer = await new_user()
     await fund(viewer, 40)
     (first, first_code), (second, second_code) = admins
@@ -142,8 +145,15 @@ async def test_adjustments_need_two_admins_with_2fa_on_the_cli(  # type: ignore[
     transfer_id = proposed.stdout.split()[1].rstrip(";")
     listed = json.loads(tipctl("ledger", "adjust", "list", "--json").stdout)
     assert transfer_id in [a["id"] for a in listed]
-    same = tipctl(
+    # A 2FA code is single-use on the CLI as at login: the proposer's code cannot be replayed.
+    replayed = tipctl(
         "ledger", "adjust", "approve", transfer_id, "--admin", first, "--totp-file", first_code
+    )
+    assert replayed.returncode == 1 and "already used" in replayed.stderr
+    next_code = tmp_path / "next-code"
+    next_code.write_text(pyotp.TOTP(secrets[0]).at(time.time() + 30))
+    same = tipctl(
+        "ledger", "adjust", "approve", transfer_id, "--admin", first, "--totp-file", str(next_code)
     )
     assert same.returncode == 1 and "cannot approve" in same.stderr
     other = tipctl(
