@@ -149,6 +149,10 @@ class Moderator:
 
     async def examine(self, watcher: RoomWatcher, bgr: NDArray[np.uint8], arrived: float) -> None:
         stream = watcher.stream
+        # The latest frame, for a viewer's report to capture as evidence (kept briefly, in
+        # memory only, until it is sealed in the vault with a report).
+        jpeg = await asyncio.to_thread(frame_jpeg, bgr)
+        await service.keep_current_frame(self.kv, self.settings, stream.id, jpeg)
         verdict = await asyncio.to_thread(
             video.analyse, self.settings, self.hashes, bgr, adult=stream.adult
         )

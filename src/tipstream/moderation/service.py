@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from valkey.asyncio import Valkey
 
+from tipstream import kv as kvmod
 from tipstream.accounts import service as accounts
 from tipstream.accounts.queries import UserRow
 from tipstream.audit import service as audit
@@ -117,6 +118,29 @@ async def open_evidence(conn: Conn, settings: Settings, case: CaseRow) -> bytes 
     if hashlib.sha256(data).digest() != case.evidence_sha256:
         raise EvidenceIntegrity(f"case {case.id}: the evidence does not match its hash")
     return data
+
+
+def _frame_key(settings: Settings, stream_id: int) -> str:
+    return kvmod.key(settings, "moderation", "frame", stream_id)
+
+
+async def keep_current_frame(kv: Valkey, settings: Settings, stream_id: int, jpeg: bytes) -> None:
+    """The moderator worker's latest sampled frame of a room (JPEG), for reports; it lapses
+    after three sampling intervals so a stale frame is never taken for the current one."""
+    ttl = max(1, round(3 * settings.moderation.sample_interval_seconds))
+    await kv.set(_frame_key(settings, stream_id), str(time.time()).encode() + b"\n" + jpeg, ex=ttl)
+
+
+async def current_frame(kv: Valkey, settings: Settings, stream_id: int) -> dict[str, Any] | None:
+    raw = await kv.get(_frame_key(settings, stream_id))
+    if not raw:
+        return None
+    stamp, _, jpeg = bytes(raw).partition(b"\n")
+    return {
+        "jpeg_base64": base64.b64encode(jpeg).decode(),
+        "sha256": hashlib.sha256(jpeg).hexdigest(),
+        "sampled_at": datetime.fromtimestamp(float(stamp), UTC).isoformat(),
+    }
 
 
 def _now() -> str:
@@ -222,6 +246,8 @@ async def report(
         "stream": _stream_facts(stream) if stream else None,
         "message": message,
         "chat": chat_lines,
+        # The current frame, when the moderator worker watches the room.
+        "frame": await current_frame(kv, settings, stream.id) if stream else None,
     }
     async with conn.transaction():
         evidence_id, digest = await seal_evidence(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from prometheus_client import REGISTRY
+from valkey.asyncio import Valkey
 
 from tests.helpers import scalar
 from tests.integration.moderation.conftest import MakeModerator, ModWorld, decode
@@ -25,6 +27,12 @@ from tipstream.moderation import pdq
 from tipstream.moderation.sampler import run_moderator
 
 INTERVAL = 1.0
+
+
+def other_image() -> np.ndarray[Any, np.dtype[np.uint8]]:
+    rng = np.random.default_rng(7)
+    blocks = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+    return np.kron(blocks, np.ones((40, 40, 1), dtype=np.uint8))
 
 
 def listed_image() -> np.ndarray[Any, np.dtype[np.uint8]]:
@@ -48,7 +56,11 @@ class ImageTrack(VideoStreamTrack):
 
 @pytest.mark.slow
 async def test_hash_listed_frame_ends_the_stream_and_lands_in_the_queue(
-    mod_world: ModWorld, mod_db: tsdb.Conn, make_moderator: MakeModerator, tmp_path: Any
+    mod_world: ModWorld,
+    mod_db: tsdb.Conn,
+    mod_kv: Valkey,
+    make_moderator: MakeModerator,
+    tmp_path: Any,
 ) -> None:
     image = listed_image()
     hash_file = tmp_path / "known.pdq"
@@ -70,17 +82,33 @@ async def test_hash_listed_frame_ends_the_stream_and_lands_in_the_queue(
     worker = asyncio.create_task(run_moderator(settings, stop))
     performer = await sign_up(mod_world.server, "performer", "hashed")
     stream_id = await live_stream(performer, "known image")
-    viewer_room = await (await sign_up(mod_world.server, tag="viewer")).room(stream_id)
+    reporter = await sign_up(mod_world.server, tag="viewer")
+    viewer_room = await reporter.room(stream_id)
     room = await performer.room(stream_id)
     pc = RTCPeerConnection(rtc_config(room.welcome["ice_servers"], relay_only=False))
     room.on_ice = lambda c: add_remote_candidate(pc, c)
-    pc.addTrack(ImageTrack(image))
+    # First an ordinary picture; a viewer reports the stream while it shows.
+    track = ImageTrack(other_image())
+    pc.addTrack(track)
     try:
         await pc.setLocalDescription(await pc.createOffer())
         await room.send({"type": "publish", "sdp": pc.localDescription.sdp})
         answer = await room.expect("answer")
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         await room.expect("media_up", timeout=15)
+        frame_key = f"{settings.valkey.key_prefix}moderation:frame:{stream_id}"
+        for _ in range(150):  # the worker joins and samples its first frame
+            if await mod_kv.exists(frame_key):
+                break
+            await asyncio.sleep(0.1)
+        reported = await reporter.post(
+            "/api/moderation/reports",
+            json={"target": "stream", "stream_id": stream_id, "reason": "looks wrong"},
+        )
+        assert reported.status_code == 201, reported.text
+        report_id = reported.json()["id"]
+        # Now the hash-listed picture.
+        track.rgb = image
         started = time.monotonic()
         ended = await viewer_room.expect("stream_ended", timeout=30)
         took = time.monotonic() - started
@@ -92,7 +120,9 @@ async def test_hash_listed_frame_ends_the_stream_and_lands_in_the_queue(
         assert status == "ended"
         for _ in range(50):  # the case is filed right after the takedown
             if await scalar(
-                mod_db, "SELECT count(*) FROM moderation_cases WHERE stream_id = %s", (stream_id,)
+                mod_db,
+                "SELECT count(*) FROM moderation_cases WHERE stream_id = %s AND source = 'hash'",
+                (stream_id,),
             ):
                 break
             await asyncio.sleep(0.1)
@@ -105,7 +135,7 @@ async def test_hash_listed_frame_ends_the_stream_and_lands_in_the_queue(
         await asyncio.wait_for(worker, 15)
     moderator = await make_moderator()
     queue = (await moderator.http.get("/api/moderation/queue")).json()
-    case = next(c for c in queue if c["stream_id"] == stream_id)
+    case = next(c for c in queue if c["stream_id"] == stream_id and c["source"] == "hash")
     assert case["source"] == "hash" and case["severity"] == 5
     assert queue[0]["severity"] == 5  # the most severe first
     detail = (await moderator.http.get(f"/api/moderation/cases/{case['id']}")).json()
@@ -113,3 +143,10 @@ async def test_hash_listed_frame_ends_the_stream_and_lands_in_the_queue(
     jpeg = base64.b64decode(str(evidence["frame_jpeg_base64"]))
     assert jpeg[:3] == b"\xff\xd8\xff"
     assert evidence["facts"]["match"]["label"] == "test-known-image"  # type: ignore[index]
+    # The viewer's report captured the frame on screen at that moment, sealed with the rest.
+    reported_case = (await moderator.http.get(f"/api/moderation/cases/{report_id}")).json()
+    frame = decode(reported_case["evidence"])["frame"]
+    assert isinstance(frame, dict)
+    shown = base64.b64decode(str(frame["jpeg_base64"]))
+    assert shown[:3] == b"\xff\xd8\xff"
+    assert hashlib.sha256(shown).hexdigest() == frame["sha256"]
