@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from subprocess import CompletedProcess
 
 import psycopg
 import pyotp
@@ -214,3 +220,40 @@ async def test_verify_over_the_api_is_ok_on_an_untampered_log(make_admin: UserFa
     result = response.json()
     assert result["ok"] is True, result
     assert result["checked"] > 0
+
+
+def _tipctl_on(
+    database_url: str, secrets_dir: Path, tmp: Path, *args: str
+) -> CompletedProcess[str]:
+    config = tmp / "tipctl.toml"
+    config.write_text(f'secrets_dir = "{secrets_dir}"\n[database]\nurl = "{database_url}"\n')
+    return subprocess.run(
+        [sys.executable, "-c", "from tipctl.main import app; app()", *args],
+        env=dict(os.environ, TIPSTREAM_CONFIG=str(config), COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+async def test_tipctl_audit_verify_names_the_edited_row(
+    chain: tsdb.Conn, scratch_db: str, secrets_dir: Path, tmp_path: Path
+) -> None:
+    """What the operator sees: exit 0 on an intact log, exit 1 naming the row after an edit."""
+    intact = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify")
+    assert intact.returncode == 0, intact.stderr
+    assert "5 entries verified" in intact.stdout
+    fourth = (await ids(chain))[3]
+    await as_superuser_bypassing_triggers(
+        chain, "UPDATE audit_logs SET actor_id = 42 WHERE id = %s", fourth
+    )
+    broken = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify")
+    assert broken.returncode == 1
+    assert f"BROKEN at entry {fourth}" in broken.stderr
+    as_json = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify", "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["broken_id"] == fourth
+    tail = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "tail", "-n", "2", "--json")
+    assert [e["id"] for e in json.loads(tail.stdout)] == (await ids(chain))[-2:]
