@@ -98,6 +98,10 @@ async def test_go_live_watch_buy_tip_report(
         timeout=20000,
     )
     print(f"go-live click → media_up: {time.monotonic() - clicked:.2f}s")
+    await page.get_by_label("Goal", exact=True).fill("E2E goal")
+    await page.get_by_label("Tokens", exact=True).fill("100")
+    await page.get_by_role("button", name="Set goal").click()
+    await page.locator("[data-goal-text]").filter(has_text="0 / 100").wait_for()
     await audit(performer, axe_source, "studio-live")
 
     # The viewer finds the room on the home page (htmx) and watches moving video.
@@ -146,6 +150,9 @@ async def test_go_live_watch_buy_tip_report(
     await burst.wait_for(timeout=10000)
     await performer.page.screenshot(path=str(SCREENSHOTS / "studio-tip-desktop.png"))
     assert "25" in await performer.page.locator("[data-tip-feed]").inner_text()
+    for person in (viewer, performer):
+        await person.page.locator("[data-goal-text]").filter(has_text="25 / 100").wait_for()
+    assert await viewer.page.locator("[data-goal-title]").inner_text() == "E2E goal"
     await viewer.page.locator("[data-balance]").filter(has_text=str(balance - 25)).first.wait_for()
 
     # Chat, then a report of the stream that lands in the moderator's queue.

@@ -3,6 +3,7 @@ import { api, newKey, refreshBalance, showProblem, clearErrors, el } from "./api
 import { RoomSocket, peer } from "./roomsocket.js";
 import { chatView, wireChatForm } from "./chatview.js";
 import { burst, feedItem } from "./tipfx.js";
+import { showGoal } from "./goalview.js";
 
 const root = document.querySelector("[data-room]");
 const streamId = Number(root.dataset.room);
@@ -73,6 +74,7 @@ const socket = new RoomSocket(streamId, {
     iceServers = message.ice_servers;
     chat.notice("You joined the room.");
     for (const line of message.history || []) chat.add(line);
+    showGoal(root, message.goal);
     if (message.publisher_up) subscribe();
     else say("Waiting for the performer to start the camera…");
   },
@@ -88,6 +90,8 @@ const socket = new RoomSocket(streamId, {
   muted: (m) => chat.notice(`${m.name || "A user"} was muted.`),
   slow_mode: (m) => chat.notice(m.seconds ? `Slow mode: one message every ${m.seconds}s.` : "Slow mode is off."),
   tip: onTip,
+  goal: (m) => showGoal(root, m),
+  goal_cleared: () => showGoal(root, null),
   viewers: (m) => {
     root.querySelector("[data-viewers]").textContent = m.count;
   },

@@ -4,6 +4,7 @@ import { api, clearErrors, el, showProblem } from "./api.js";
 import { RoomSocket, peer } from "./roomsocket.js";
 import { chatView, wireChatForm } from "./chatview.js";
 import { burst, chime, feedItem } from "./tipfx.js";
+import { showGoal } from "./goalview.js";
 
 const root = document.querySelector("[data-studio]");
 const me = Number(root.dataset.user);
@@ -97,6 +98,7 @@ function connect() {
     welcome(message) {
       iceServers = message.ice_servers;
       for (const line of message.history || []) chat.add(line);
+      showGoal(root, message.goal);
       publish().catch((e) => (liveState.textContent = `Could not publish: ${e.message}`));
     },
     async answer(message) {
@@ -114,6 +116,8 @@ function connect() {
     muted: (m) => chat.notice(`${m.name || "User " + m.user_id} is muted.`),
     slow_mode: (m) => chat.notice(m.seconds ? `Slow mode: ${m.seconds}s.` : "Slow mode off."),
     tip: onTip,
+    goal: (m) => showGoal(root, m),
+    goal_cleared: () => showGoal(root, null),
     viewers: (m) => (liveState.dataset.viewers = m.count),
     stream_ended: () => ended("The stream has ended."),
     error: (m) => chat.notice(m.detail || m.code),
@@ -187,6 +191,34 @@ cameraSelect.addEventListener("change", () => media && startCamera().catch(() =>
 micSelect.addEventListener("change", () => media && startCamera().catch(() => {}));
 root.querySelector("[data-slow-apply]").addEventListener("click", () => {
   if (socket) socket.send({ type: "moderate", action: "slow", seconds: Number(root.querySelector("[data-slow]").value) });
+});
+
+const goalForm = root.querySelector("[data-goal-form]");
+goalForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(goalForm);
+  if (!stream) {
+    goalForm.querySelector("[data-form-error]").textContent = "Go live first, then set a goal.";
+    return;
+  }
+  const body = {
+    title: goalForm.querySelector('[name="title"]').value.trim(),
+    tokens: Number(goalForm.querySelector('[name="tokens"]').value),
+  };
+  try {
+    showGoal(root, await api("POST", `/api/streams/${stream.id}/goal`, body));
+  } catch (error) {
+    showProblem(goalForm, error);
+  }
+});
+root.querySelector("[data-goal-clear]").addEventListener("click", async () => {
+  if (!stream) return;
+  try {
+    await api("DELETE", `/api/streams/${stream.id}/goal`);
+    showGoal(root, null);
+  } catch (error) {
+    showProblem(goalForm, error);
+  }
 });
 
 async function init() {
