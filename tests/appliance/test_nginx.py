@@ -251,6 +251,14 @@ def test_request_body_limit_matches_the_app(site: Site) -> None:
     assert too_big.status_code == 413
 
 
+def test_kyc_submissions_may_be_larger(site: Site) -> None:
+    with _client() as client:
+        document = client.post(f"{site.https}/api/kyc/submission", content=b"x" * (8 * MAX_BODY))
+        huge = client.post(f"{site.https}/api/kyc/submission", content=b"x" * (33 * MAX_BODY))
+    assert document.status_code == 200
+    assert huge.status_code == 413
+
+
 def test_login_is_rate_limited(site: Site) -> None:
     with _client() as client:
         codes = [
