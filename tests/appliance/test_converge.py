@@ -338,6 +338,9 @@ def test_secrets_are_generated_on_the_host_and_private(converged: Node) -> None:
             assert value not in run.stdout + run.stderr, f"{name} leaked into Ansible's output"
     config = converged.run("stat", "-c", "%a %U %G", "/etc/tipstream/tipstream.toml").stdout
     assert config.split() == ["640", "root", "tipstream"]
+    # The vault directory belongs to the service user alone.
+    vault = converged.run("stat", "-c", "%a %U", "/var/lib/tipstream/vault").stdout
+    assert vault.split() == ["700", "tipstream"]
 
 
 JANUS_PROBE = """
