@@ -43,6 +43,17 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def confirm(what: str, *, yes: bool, dry_run: bool) -> bool:
+    """The destructive-command gate: True to go ahead; otherwise say what would happen and
+    return (--dry-run) or exit 2 asking for --yes."""
+    if dry_run or not yes:
+        out.print(f"would {what}")
+        if not dry_run:
+            fail("add --yes to do it", EXIT_USAGE)
+        return False
+    return True
+
+
 def settings() -> Settings:
     try:
         return load_settings(_config_path)

@@ -13,6 +13,7 @@ from valkey.asyncio import Valkey
 from tipctl.common import (
     EXIT_NOTHING_TO_DO,
     EXIT_USAGE,
+    confirm,
     fail,
     out,
     print_json,
@@ -116,10 +117,7 @@ def act(
         out.print(f"case {case_id} is already closed ({case.resolution})")
         raise typer.Exit(EXIT_NOTHING_TO_DO)
     what = f"{action} on case {case_id} ({case.target_type}, user {case.subject_user_id})"
-    if dry_run or not yes:
-        out.print(f"would {what}")
-        if not dry_run:
-            fail("add --yes to do it", EXIT_USAGE)
+    if not confirm(what, yes=yes, dry_run=dry_run):
         return
 
     async def do(conn: Conn, kv: Valkey) -> CaseSummary:

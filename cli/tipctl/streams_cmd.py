@@ -12,6 +12,7 @@ from valkey.asyncio import Valkey
 from tipctl.common import (
     EXIT_NOTHING_TO_DO,
     EXIT_USAGE,
+    confirm,
     fail,
     out,
     print_json,
@@ -140,10 +141,7 @@ def end(
         out.print(f"stream {stream_id} has already ended ({row.end_reason})")
         raise typer.Exit(EXIT_NOTHING_TO_DO)
     what = f"end {row.status} stream {stream_id} '{row.title}' of {row.performer_name}"
-    if dry_run or not yes:
-        out.print(f"would {what}, reason: {reason}")
-        if not dry_run:
-            fail("add --yes to do it", EXIT_USAGE)
+    if not confirm(f"{what}, reason: {reason}", yes=yes, dry_run=dry_run):
         return
 
     async def do(conn: Conn, kv: Valkey) -> None:

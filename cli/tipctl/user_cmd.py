@@ -12,6 +12,7 @@ from valkey.asyncio import Valkey
 from tipctl.common import (
     EXIT_NOTHING_TO_DO,
     EXIT_USAGE,
+    confirm,
     fail,
     out,
     print_json,
@@ -216,14 +217,12 @@ def disable(
     if target.disabled:
         out.print(f"user {target.id} is already disabled; nothing to do")
         raise typer.Exit(EXIT_NOTHING_TO_DO)
-    out.print(
-        f"will disable user {target.id} {target.email} ({target.role}), end all their sessions "
+    what = (
+        f"disable user {target.id} {target.email} ({target.role}), end all their sessions "
         f"and revoke their API tokens; reason: {reason}"
     )
-    if dry_run:
-        raise typer.Exit(0)
-    if not yes:
-        fail("add --yes to do it", EXIT_USAGE)
+    if not confirm(what, yes=yes, dry_run=dry_run):
+        return
     run(
         with_conn_kv(
             cfg,
@@ -266,11 +265,9 @@ def reset_2fa(
     if not target.totp_enabled:
         out.print(f"user {target.id} has no 2FA; nothing to do")
         raise typer.Exit(EXIT_NOTHING_TO_DO)
-    out.print(f"will remove 2FA of user {target.id} {target.email} and end their sessions")
-    if dry_run:
-        raise typer.Exit(0)
-    if not yes:
-        fail("add --yes to do it", EXIT_USAGE)
+    what = f"remove 2FA of user {target.id} {target.email} and end their sessions"
+    if not confirm(what, yes=yes, dry_run=dry_run):
+        return
     run(
         with_conn_kv(
             cfg, lambda conn, kv: service.reset_totp(conn, kv, cfg, target.id, actor_id=None)
