@@ -34,8 +34,12 @@ def unit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_there_are_units_for_api_and_worker() -> None:
-    assert {u.name for u in UNITS} >= {"tipstream-api.service", "tipstream-worker.service"}
+def test_there_are_units_for_api_workers_and_moderator() -> None:
+    assert {u.name for u in UNITS} >= {
+        "tipstream-api.service",
+        "tipstream-worker.service",
+        "tipstream-moderator.service",
+    }
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
