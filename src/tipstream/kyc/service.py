@@ -57,8 +57,12 @@ class VaultUnavailable(Problem):
     status, slug, title = 503, "vault-unavailable", "Document vault not configured"
 
 
-class VaultIntegrity(Problem):
-    status, slug, title = 500, "vault-integrity", "A stored document failed its integrity check"
+class VaultIntegrity(Conflict):
+    """The request is fine; the stored object is not what was sealed (tampered, swapped or
+    corrupted). 409: the resource's current state prevents serving it. The vault logs it at error
+    level and counts it (tipstream_vault_integrity_failures_total); read_object audits it."""
+
+    slug, title = "vault-integrity", "A stored document failed its integrity check"
 
 
 class ImageNotFound(NotFound):

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
+import structlog
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from prometheus_client import Counter
 
 from tipstream.config import Settings
 from tipstream.db import Conn
@@ -31,6 +33,22 @@ __all__ = [
     "RotationResult",
     "Vault",
 ]
+
+
+log = structlog.get_logger("tipstream.vault")
+
+# Tampering or corruption of stored ciphertext, keys or metadata: never expected, always alarming.
+INTEGRITY_FAILURES = Counter(
+    "tipstream_vault_integrity_failures_total",
+    "Vault objects that failed authentication when read (tampered, swapped or corrupted)",
+    ["kind"],
+)
+
+
+def _integrity_alarm(row: ObjectRow, exc: DecryptionFailed) -> None:
+    """Counted and logged at error level (no traceback: the cause is the data, not the code)."""
+    INTEGRITY_FAILURES.labels(kind=row.kind).inc()
+    log.error("vault.integrity_failure", object_id=str(row.id), kind=row.kind, error=str(exc))
 
 
 class ObjectGone(Exception):
@@ -81,15 +99,18 @@ class Vault:
         row = await queries.get_object(conn, object_id)
         if row.wrapped_key is None or row.kek_id is None:
             raise ObjectGone(f"object {object_id} was purged")
-        data_key = keys.unwrap(
-            self.keyring.key(row.kek_id), row.kek_id, str(row.id), row.wrapped_key
-        )
+        kek = self.keyring.key(row.kek_id)
         try:
             blob = await self.storage.get(str(row.id))
         except ObjectMissing:
             raise ObjectGone(f"object {object_id}: its ciphertext is missing") from None
         aad = keys.metadata_aad(str(row.id), row.owner_id, row.kind)
-        return row, keys.open_sealed(data_key, aad, blob, str(row.id))
+        try:
+            data_key = keys.unwrap(kek, row.kek_id, str(row.id), row.wrapped_key)
+            return row, keys.open_sealed(data_key, aad, blob, str(row.id))
+        except DecryptionFailed as exc:
+            _integrity_alarm(row, exc)
+            raise
 
     async def shred(self, conn: Conn, object_id: UUID) -> bool:
         """Destroy the data key (in the caller's transaction); True if the object was live.

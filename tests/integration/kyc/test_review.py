@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import Browser, UserFactory, assert_problem, scalar
 from tests.integration.kyc.conftest import form_fields, submit
@@ -33,6 +34,19 @@ async def audits(db: Conn, action: str, submission_id: int) -> int:
             (action, str(submission_id)),
         )
     )
+
+
+async def integrity_alarms(browser: Browser, kind: str) -> float:
+    """tipstream_vault_integrity_failures_total{kind} as Prometheus scrapes it from /metrics."""
+    text = (await browser.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "tipstream_vault_integrity_failures_total"
+                and sample.labels.get("kind") == kind
+            ):
+                return float(sample.value)
+    return 0.0
 
 
 async def test_reviewers_see_the_queue_oldest_first_and_the_documents(
@@ -214,8 +228,11 @@ async def test_a_tampered_document_is_refused_and_audited(
     blob[100] ^= 0xFF
     path.write_bytes(bytes(blob))
     moderator = await reviewer()
+    alarms_before = await integrity_alarms(moderator, "kyc.selfie")
     response = await moderator.get(f"/api/kyc/review/{sid}/images/selfie")
-    assert_problem(response, 500, "vault-integrity")
+    # Not a 500 (that is a bug here): the stored object conflicts with its sealed record.
+    assert_problem(response, 409, "vault-integrity")
+    assert await integrity_alarms(moderator, "kyc.selfie") == alarms_before + 1
     failures = await scalar(
         kyc_db,
         "SELECT count(*) FROM audit_logs WHERE action = 'vault.integrity_failure'"
