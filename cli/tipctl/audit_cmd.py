@@ -4,22 +4,42 @@ from __future__ import annotations
 
 import typer
 
-from tipctl.common import err, out, print_json, print_table, run, settings, with_conn
+from tipctl.common import err, fail, out, print_json, print_table, run, settings, with_conn
 from tipstream.audit import service
-from tipstream.audit.schemas import AuditEntry
+from tipstream.audit.schemas import AuditEntry, VerifyResult
 from tipstream.db import Conn
 
 app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
 
 @app.command("verify")
-def verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def verify(
+    anchor: str | None = typer.Option(
+        None,
+        "--anchor",
+        metavar="ID:HASH",
+        help="An entry id and hash printed by an earlier verify and kept off this box; "
+        "fails if the log no longer holds exactly that entry.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """Walk the whole chain; exit 1 naming the first entry that was edited or removed."""
-    result = run(with_conn(settings(), service.verify))
+    expected = parse_anchor(anchor) if anchor else None
+
+    async def check(conn: Conn) -> VerifyResult:
+        return await service.verify(conn, expected)
+
+    result = run(with_conn(settings(), check))
     if as_json:
         print_json(result)
     elif result.ok:
         out.print(f"audit log intact: {result.checked} entries verified")
+        if result.head_id is not None:
+            out.print(
+                f"head: {result.head_id}:{result.head_hash} "
+                "(keep this off the box; pass it as --anchor later)",
+                markup=False,
+            )
     else:
         err.print(
             f"tipctl: audit log BROKEN at entry {result.broken_id}: {result.reason} "
@@ -28,6 +48,17 @@ def verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         )
     if not result.ok:
         raise typer.Exit(1)
+
+
+def parse_anchor(text: str) -> service.AuditAnchor:
+    entry_id, sep, digest = text.partition(":")
+    if not sep or not entry_id.isdigit() or len(digest) != 64 or not is_hex(digest):
+        fail("--anchor must be ID:HASH as printed by `tipctl audit verify`", code=2)
+    return service.AuditAnchor(int(entry_id), digest.lower())
+
+
+def is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 @app.command("tail")

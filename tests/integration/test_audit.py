@@ -257,3 +257,52 @@ async def test_tipctl_audit_verify_names_the_edited_row(
     assert json.loads(as_json.stdout)["broken_id"] == fourth
     tail = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "tail", "-n", "2", "--json")
     assert [e["id"] for e in json.loads(tail.stdout)] == (await ids(chain))[-2:]
+
+
+async def test_anchor_catches_a_rewritten_tail_that_plain_verify_cannot(
+    chain: tsdb.Conn, scratch_db: str, secrets_dir: Path, tmp_path: Path
+) -> None:
+    """Editing the newest entry and recomputing its hash leaves a self-consistent chain; the
+    head the operator recorded from an earlier verify is what exposes it."""
+    before = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify")
+    assert before.returncode == 0, before.stderr
+    head = next(line for line in before.stdout.splitlines() if line.startswith("head: "))
+    anchor = head.split()[1]
+    last = (await ids(chain))[-1]
+    assert anchor.startswith(f"{last}:")
+    still = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify", "--anchor", anchor)
+    assert still.returncode == 0, still.stderr
+    # The forger rewrites the last entry and its hash.
+    await as_superuser_bypassing_triggers(
+        chain, "UPDATE audit_logs SET actor_id = 42 WHERE id = %s", last
+    )
+    cur = await chain.execute("SELECT * FROM audit_logs WHERE id = %s", (last,))
+    row = await cur.fetchone()
+    assert row is not None
+    forged = audit.entry_hash(
+        row["prev_hash"],
+        at=row["at"],
+        actor_id=row["actor_id"],
+        action=row["action"],
+        target_type=row["target_type"],
+        target_id=row["target_id"],
+        ip=row["ip"],
+        details=row["details"],
+    )
+    await as_superuser_bypassing_triggers(
+        chain, "UPDATE audit_logs SET hash = %s WHERE id = %s", forged, last
+    )
+    plain = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify")
+    assert plain.returncode == 0, "without an anchor the rewrite is undetectable"
+    anchored = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify", "--anchor", anchor)
+    assert anchored.returncode == 1
+    assert f"BROKEN at entry {last}" in anchored.stderr
+    assert "anchor" in anchored.stderr
+    # An anchor whose entry was deleted outright fails too; a malformed one is a usage error.
+    await as_superuser_bypassing_triggers(chain, "DELETE FROM audit_logs WHERE id = %s", last)
+    gone = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify", "--anchor", anchor)
+    assert gone.returncode == 1
+    assert "no longer in the log" in gone.stderr
+    bad = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify", "--anchor", "7:zz")
+    assert bad.returncode == 2
+    assert "ID:HASH" in bad.stderr

@@ -24,3 +24,7 @@ class VerifyResult(msgspec.Struct, kw_only=True):
     checked: int
     broken_id: int | None = None
     reason: str | None = None
+    # The last verified entry: an operator who records it off the box can later prove that
+    # nothing up to it was rewritten, even by someone who recomputed every hash after it.
+    head_id: int | None = None
+    head_hash: str | None = None

@@ -12,7 +12,7 @@ import hashlib
 import json
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tipstream.audit import queries
 from tipstream.audit.schemas import AuditEntry, VerifyResult
@@ -91,10 +91,23 @@ async def record(
     return AuditEntry(**row.__dict__)
 
 
-async def verify(conn: Conn) -> VerifyResult:
-    """Walk the chain; report the first entry whose link or content does not check out."""
+class AuditAnchor(NamedTuple):
+    """An entry id and hash the operator recorded earlier, outside this box."""
+
+    entry_id: int
+    hash: str
+
+
+async def verify(conn: Conn, anchor: AuditAnchor | None = None) -> VerifyResult:
+    """Walk the chain; report the first entry whose link or content does not check out.
+
+    A self-consistent chain can still have been rewritten from some entry on, with every later
+    hash recomputed; only a hash recorded elsewhere catches that, hence the optional anchor.
+    """
     prev = GENESIS_HASH
     checked = 0
+    head_id: int | None = None
+    anchor_seen = False
     # aclosing: returning at a broken link must end the generator's transaction and cursor now,
     # not whenever it is garbage-collected (by then the connection may serve someone else).
     async with aclosing(queries.iter_entries(conn)) as entries:
@@ -124,9 +137,32 @@ async def verify(conn: Conn) -> VerifyResult:
                     broken_id=row.id,
                     reason="content does not match its hash (the row was edited)",
                 )
+            if anchor is not None and row.id == anchor.entry_id:
+                if row.hash != anchor.hash:
+                    return VerifyResult(
+                        ok=False,
+                        checked=checked,
+                        broken_id=row.id,
+                        reason="hash differs from the recorded anchor (the log was rewritten "
+                        "up to this entry)",
+                    )
+                anchor_seen = True
             prev = row.hash
+            head_id = row.id
             checked += 1
-    return VerifyResult(ok=True, checked=checked)
+    if anchor is not None and not anchor_seen:
+        return VerifyResult(
+            ok=False,
+            checked=checked,
+            broken_id=anchor.entry_id,
+            reason="the recorded anchor entry is no longer in the log",
+        )
+    return VerifyResult(
+        ok=True,
+        checked=checked,
+        head_id=head_id,
+        head_hash=prev if head_id is not None else None,
+    )
 
 
 async def tail(
