@@ -33,6 +33,7 @@ SECRET_FILES = {
     "turn_secret": "turn_secret",
     "vault_keys": "vault_keys",
     "kyc_index_key": "kyc_index_key",
+    "vault_s3_secret_key": "vault_s3_secret_key",
     "ccbill_salt": "ccbill_salt",
     "verotel_signature_key": "verotel_signature_key",
     "stripe_api_key": "stripe_api_key",
@@ -234,10 +235,26 @@ class PaymentsSettings(msgspec.Struct, forbid_unknown_fields=True):
     stripe: StripeSettings = msgspec.field(default_factory=StripeSettings)
 
 
+class VaultS3Settings(msgspec.Struct, forbid_unknown_fields=True):
+    # An S3-compatible service on the operator's own hardware (MinIO, Ceph RGW, Garage, ...):
+    # its URL, the existing bucket, the region it signs for, the access key id; the secret key
+    # is the secret file vault_s3_secret_key. Object names get the prefix.
+    endpoint: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    prefix: str = ""
+    # A PEM bundle of the CA that signed the endpoint's certificate (default: public CAs).
+    ca_file: str = ""
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+
+
 class VaultSettings(msgspec.Struct, forbid_unknown_fields=True):
-    # Encrypted objects (KYC documents, moderation evidence) as files under this directory.
-    backend: Literal["local"] = "local"
+    # Encrypted objects (KYC documents, moderation evidence) as files under dir ("local") or
+    # as objects in an S3-compatible bucket ("s3", the [vault.s3] settings).
+    backend: Literal["local", "s3"] = "local"
     dir: str = "/var/lib/tipstream/vault"
+    s3: VaultS3Settings = msgspec.field(default_factory=VaultS3Settings)
 
 
 class KycSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -307,6 +324,8 @@ class Secrets(msgspec.Struct):
     # active; tipctl keys init|rotate writes it) and the HMAC key of KYC document-number lookups.
     vault_keys: str | None = None
     kyc_index_key: str | None = None
+    # The S3 secret access key of vault.s3.access_key_id (vault.backend = "s3").
+    vault_s3_secret_key: str | None = None
     # Payment processors (payments.processors): CCBill's FlexForms salt, Verotel's FlexPay
     # signature key, Stripe's API key and webhook signing secret.
     ccbill_salt: str | None = None
@@ -451,6 +470,7 @@ def _check(settings: Settings) -> None:
     for url in settings.turn.urls:
         if not url.startswith(("stun:", "turn:", "turns:")):
             raise ConfigError(f"setting turn.urls: {url!r} is not a stun:, turn: or turns: URL")
+    _check_vault(settings.vault)
     _check_ledger(settings.ledger)
     _check_payments(settings.payments)
     for name in REQUIRED_SECRETS:
@@ -462,6 +482,16 @@ def _check(settings: Settings) -> None:
             )
         if len(value) < 32:
             raise ConfigError(f"secret {name}: too short (at least 32 characters)")
+
+
+def _check_vault(vault: VaultSettings) -> None:
+    if vault.backend != "s3":
+        return
+    if not vault.s3.endpoint.startswith(("https://", "http://")):
+        raise ConfigError("setting vault.s3.endpoint: must be an http:// or https:// URL")
+    for name in ("bucket", "access_key_id"):
+        if not getattr(vault.s3, name):
+            raise ConfigError(f"setting vault.s3.{name}: required when vault.backend is s3")
 
 
 def _check_ledger(ledger: LedgerSettings) -> None:
