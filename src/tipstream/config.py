@@ -270,6 +270,7 @@ class KycSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 ChatPolicy = Literal["allow", "mask", "hold", "block"]
+VideoAction = Literal["flag", "hide", "end"]
 
 
 class ModerationSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -291,7 +292,9 @@ class ModerationSettings(msgspec.Struct, forbid_unknown_fields=True):
     # The moderator worker (tipctl run moderator): one hidden subscriber per live room.
     sample_interval_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=600)] = 2.0
     # NudeNet labels a room not marked adult may not show, at or above nudity_threshold, and
-    # what a detection does there: flag (review queue) or end (the stream, and flag).
+    # what a detection does there: flag (review queue), hide (the stream from the listings,
+    # and flag) or end (the stream, and flag); nudity_action_by_room overrides it per room
+    # (key: the performer's user id).
     nudity_labels: list[str] = msgspec.field(
         default_factory=lambda: [
             "FEMALE_GENITALIA_EXPOSED",
@@ -302,7 +305,8 @@ class ModerationSettings(msgspec.Struct, forbid_unknown_fields=True):
         ]
     )
     nudity_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
-    nudity_action: Literal["flag", "end"] = "flag"
+    nudity_action: VideoAction = "flag"
+    nudity_action_by_room: dict[str, VideoAction] = msgspec.field(default_factory=dict)
     # Operator PDQ hash lists (docs/moderation.md): a match ends the stream (severity 5).
     hash_lists: list[str] = msgspec.field(default_factory=list)
     hash_max_distance: Annotated[int, msgspec.Meta(ge=0, le=128)] = 31

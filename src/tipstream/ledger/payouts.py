@@ -47,6 +47,18 @@ class PayoutState(Conflict):
     slug, title = "payout-state", "The payout is not in a state that allows this"
 
 
+class PayoutsFrozen(Conflict):
+    slug, title = "payouts-frozen", "Payouts are on hold while moderation reviews the account"
+
+
+def _refuse_frozen(shards: list[queries.AccountRow], performer_id: int) -> None:
+    """Moderation's freeze_payouts freezes the performer's earnings accounts: no payout may be
+    requested or approved from them until unfreeze_payouts (the database would refuse the
+    transfer too; this says why, before anything is written)."""
+    if any(a.frozen_at is not None for a in shards):
+        raise PayoutsFrozen(f"the payouts of performer {performer_id} are frozen for review")
+
+
 class BelowMinimum(InvalidInput):
     slug, title = "payout-below-minimum", "Below the minimum payout"
 
@@ -158,7 +170,9 @@ async def request_payout(
     async def attempt() -> tuple[PayoutRow, bool]:
         async with conn.transaction():
             # The shards first: concurrent requests of one performer queue here.
-            await queries.lock_owner_accounts(conn, performer_id, rates.currency, service.EARNINGS)
+            shards = await queries.lock_owner_accounts(
+                conn, performer_id, rates.currency, service.EARNINGS
+            )
             found = await _select(
                 conn,
                 "SELECT * FROM payouts WHERE performer_id = %(p)s AND idempotency_key = %(k)s",
@@ -179,6 +193,7 @@ async def request_payout(
                 return found[0], True
             if not await kyc.is_approved(conn, performer_id):  # approved, document unexpired
                 raise KycRequired("payouts need approved KYC (identity verification)")
+            _refuse_frozen(shards, performer_id)
             if units < minimum:
                 raise BelowMinimum(
                     f"the minimum payout is {rates.format_units(minimum)} {rates.currency}"
@@ -299,6 +314,10 @@ async def approve(
                 raise PayoutState(f"payout {payout_id} is {payout.status}")
             if payout.batch_id is None:
                 raise PayoutState("payouts are approved in a batch: run the batch first")
+            shards = await queries.lock_owner_accounts(
+                conn, payout.performer_id, payout.currency, service.EARNINGS
+            )
+            _refuse_frozen(shards, payout.performer_id)
             await conn.execute(
                 """
                 INSERT INTO payout_approvals (payout_id, admin_id) VALUES (%(p)s, %(a)s)

@@ -193,3 +193,20 @@ async def notifications_of(conn: Conn, user_id: int, *, limit: int) -> list[Noti
             {"user_id": user_id, "limit": limit},
         )
         return await cur.fetchall()
+
+
+async def set_stream_hidden(conn: Conn, stream_id: int, *, reason: str | None) -> bool:
+    """Hide a stream from the listings (reason given) or list it again (None); whether the
+    stream exists. A stream hidden already keeps the time it was first hidden."""
+    cur = await conn.execute(
+        """
+        UPDATE streams
+           SET hidden_at = CASE WHEN %(reason)s::text IS NOT NULL
+                                THEN coalesce(hidden_at, now()) END,
+               hidden_reason = %(reason)s::text
+         WHERE id = %(id)s
+        RETURNING id
+        """,
+        {"id": stream_id, "reason": reason[:500] if reason else None},
+    )
+    return await cur.fetchone() is not None

@@ -116,8 +116,10 @@ class QueueController(Controller):
         ip: str,
     ) -> CaseSummary:
         """dismiss, warn, release (a held chat message), delete_message, mute, ban (from the
-        performer's room), suspend (the account), end_stream, freeze_payouts, escalate (to an
-        admin). Audited; the affected user gets a notification."""
+        performer's room), suspend (the account), hide / unhide (the stream from the
+        listings), end_stream, freeze_payouts / unfreeze_payouts, escalate (to an admin).
+        Audited; the affected user gets a notification. unhide and unfreeze_payouts may
+        follow on a closed case."""
         return await service.act(
             conn,
             kv,

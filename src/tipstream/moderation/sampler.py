@@ -3,8 +3,9 @@ room, through the app's Janus client (Janus is never exposed to a browser for th
 one frame every moderation.sample_interval_seconds through NudeNet and PDQ.
 
 A hash-list match ends the stream at once and files a severity-5 case with the frame as
-evidence; nudity in a room not marked adult files a case and, when nudity_action is "end",
-ends the stream. Each room is flagged at most once per kind while it is live.
+evidence; nudity in a room not marked adult files a case and, as the room's video policy says
+(nudity_action, nudity_action_by_room), hides the stream from the listings or ends it. Each
+room is flagged at most once per kind while it is live.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from PIL import Image
 from prometheus_client import Counter, Histogram, start_http_server
 from valkey.asyncio import Valkey
 
-from tipstream.config import Settings
+from tipstream.config import Settings, VideoAction
 from tipstream.db import Pool
 from tipstream.errors import Problem
 from tipstream.moderation import pdq, service, video
@@ -49,6 +50,12 @@ ACTION_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ROOMS = Counter("tipstream_moderator_rooms_joined_total", "Rooms the worker joined")
+
+
+def video_action_for(settings: Settings, stream: StreamRow) -> VideoAction:
+    """What nudity in this room (not marked adult) does: flag, hide or end."""
+    moderation = settings.moderation
+    return moderation.nudity_action_by_room.get(str(stream.performer_id), moderation.nudity_action)
 
 
 def frame_jpeg(bgr: NDArray[np.uint8]) -> bytes:
@@ -165,32 +172,35 @@ class Moderator:
             facts = {"pdq": verdict.hash.hex, "quality": verdict.hash.quality,
                      "match": {"label": match.label, "source": match.source,
                                "distance": match.distance}}  # fmt: skip
-            await self._act(watcher, "hash", reason, None, bgr, facts, end=True, arrived=arrived)
+            await self.apply(stream, "hash", reason, None, bgr, facts, "end", arrived=arrived)
             DETECTIONS.labels("hash").inc()
         elif verdict.nudity and "nudity" not in watcher.flagged:
             watcher.flagged.add("nudity")
             top = max(verdict.nudity, key=lambda d: float(d["score"]))
             reason = f"nudity in a room not marked adult: {top['class']}"
             facts = {"pdq": verdict.hash.hex, "detections": verdict.nudity}
-            end = self.settings.moderation.nudity_action == "end"
+            action = video_action_for(self.settings, stream)
             score = float(top["score"])
-            await self._act(watcher, "video", reason, score, bgr, facts, end=end, arrived=arrived)
+            await self.apply(stream, "video", reason, score, bgr, facts, action, arrived=arrived)
             DETECTIONS.labels("nudity").inc()
 
-    async def _act(
+    async def apply(
         self,
-        watcher: RoomWatcher,
+        stream: StreamRow,
         source: str,
         reason: str,
         score: float | None,
         bgr: NDArray[np.uint8],
         facts: dict[str, Any],
+        action: VideoAction,
         *,
-        end: bool,
         arrived: float,
     ) -> None:
-        stream = watcher.stream
-        log.warning("video_detection", stream=stream.id, source=source, reason=reason)
+        """The room's video policy on a detection: flag it (a case with the frame), and hide
+        the stream from the listings or end it when the policy says so."""
+        end = action == "end"
+        log.warning("video_detection", stream=stream.id, source=source, reason=reason,
+                    action=action)  # fmt: skip
         async with self.pool.connection() as conn:
             if end:
                 # Takedown first: the case (and its evidence) can wait a few milliseconds.
@@ -205,7 +215,7 @@ class Moderator:
             try:
                 await service.flag_video(
                     conn, self.kv, self.settings, stream, source=source, reason=reason,
-                    score=score, frame_jpeg=frame_jpeg(bgr), facts=facts,
+                    score=score, frame_jpeg=frame_jpeg(bgr), facts=facts, hide=action == "hide",
                 )  # fmt: skip
             except Problem as exc:
                 log.exception("video_flag_not_recorded", stream=stream.id, error=str(exc))

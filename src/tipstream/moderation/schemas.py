@@ -19,8 +19,11 @@ Action = Literal[
     "mute",
     "ban",
     "suspend",
+    "hide",
+    "unhide",
     "end_stream",
     "freeze_payouts",
+    "unfreeze_payouts",
     "escalate",
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]

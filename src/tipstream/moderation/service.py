@@ -350,7 +350,13 @@ NOTICES = {
     "suspend": "Your account is suspended: {note}",
     "end_stream": "A moderator ended your stream {stream}: {note}",
     "freeze_payouts": "Your payouts are on hold while a moderator reviews your account: {note}",
+    "unfreeze_payouts": "Your payouts are released: {note}",
+    "hide": "Your stream {stream} is hidden from the room listings while a moderator reviews "
+    "it (viewers in your room can stay): {note}",
+    "unhide": "Your stream {stream} is listed again: {note}",
 }
+# Actions that undo an earlier one: they may follow on a closed case (the case stays closed).
+REVERSALS = frozenset({"unhide", "unfreeze_payouts"})
 
 
 async def act(
@@ -367,9 +373,10 @@ async def act(
     ip: str | None = None,
 ) -> CaseSummary:
     """Do one action on a case, record it and tell the affected user. Every action but
-    escalate closes the case; a closed case takes no more actions."""
+    escalate closes the case; a closed case takes no more actions but the reversals (unhide,
+    unfreeze_payouts)."""
     case = await queries.get_case(conn, case_id)
-    if case.status == "closed":
+    if case.status == "closed" and action not in REVERSALS:
         raise Conflict(f"case {case_id} is closed ({case.resolution})")
     actor_id = actor.id if actor else None
     subject = case.subject_user_id
@@ -377,7 +384,12 @@ async def act(
     why = note or case.reason
     if action in ("mute", "ban", "delete_message", "release") and stream is None:
         raise InvalidInput(f"{action} needs a case about a room (this one has no stream)")
-    if action in ("warn", "mute", "ban", "suspend", "freeze_payouts") and subject is None:
+    if action in ("hide", "unhide"):
+        if stream is None:
+            raise InvalidInput(f"{action} needs a case about a stream")
+        subject = stream.performer_id
+    freezes = ("freeze_payouts", "unfreeze_payouts")
+    if action in ("warn", "mute", "ban", "suspend", *freezes) and subject is None:
         raise InvalidInput(f"{action} needs a case about a user")
     if action == "delete_message":
         if case.message_id is None:
@@ -428,13 +440,17 @@ async def act(
             conn, sfu, kv, settings, actor, stream.id, reason=f"moderation: {why}", ip=ip
         )
         subject = stream.performer_id
-    elif action == "freeze_payouts":
+    elif action in freezes:
         assert subject is not None
         await ledger.set_earnings_frozen(
-            conn, subject, frozen=True, reason=f"moderation case {case.id}", actor_id=actor_id,
-            ip=ip,
+            conn, subject, frozen=action == "freeze_payouts", reason=f"moderation case {case.id}",
+            actor_id=actor_id, ip=ip,
         )  # fmt: skip
     async with conn.transaction():
+        if action in ("hide", "unhide"):
+            assert stream is not None
+            hidden = f"moderation case {case.id}: {why}" if action == "hide" else None
+            await queries.set_stream_hidden(conn, stream.id, reason=hidden)
         await queries.get_case(conn, case_id, for_update=True)
         await queries.insert_action(
             conn, case_id=case_id, action=action, actor_id=actor_id, note=note
@@ -514,9 +530,12 @@ async def flag_video(
     score: float | None,
     frame_jpeg: bytes,
     facts: dict[str, Any],
+    hide: bool = False,
 ) -> CaseRow:
     """An automated flag from the moderator worker (NudeNet or a hash-list match), with the
-    frame (JPEG, base64) and the detections as evidence."""
+    frame (JPEG, base64) and the detections as evidence. hide: the room's video policy also
+    hides the stream from the listings (in the same transaction; audited, the performer told);
+    the case stays open for a moderator to confirm or unhide."""
     document = {
         "kind": f"video_{source}",
         "captured_at": _now(),
@@ -552,4 +571,21 @@ async def flag_video(
             target_id=case.id,
             details={"source": source, "stream_id": stream.id},
         )
+        if hide:
+            await queries.set_stream_hidden(
+                conn, stream.id, reason=f"moderation case {case.id}: {reason}"
+            )
+            body = NOTICES["hide"].format(stream=stream.id, note=reason)
+            await queries.insert_notification(
+                conn, user_id=stream.performer_id, kind="moderation.hide", body=body[:1000],
+                case_id=case.id,
+            )  # fmt: skip
+            await audit.record(
+                conn,
+                "moderation.hide",
+                target_type="moderation_case",
+                target_id=case.id,
+                details={"subject_user_id": stream.performer_id, "stream_id": stream.id,
+                         "policy": "video"},
+            )  # fmt: skip
     return case

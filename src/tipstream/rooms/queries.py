@@ -98,8 +98,10 @@ async def list_streams(
     performer_id: int | None = None,
     limit: int = 50,
     before_id: int | None = None,
+    listed_only: bool = False,
 ) -> list[StreamRow]:
-    """Newest first: live ones by start time, others by id."""
+    """Newest first: live ones by start time, others by id. listed_only leaves out streams
+    moderation hid from the public listings (they stay live for those in the room)."""
     async with conn.cursor(row_factory=class_row(StreamRow)) as cur:
         await cur.execute(
             f"""
@@ -108,6 +110,7 @@ async def list_streams(
             WHERE (%(status)s::stream_status IS NULL OR s.status = %(status)s::stream_status)
               AND (%(performer_id)s::bigint IS NULL OR s.performer_id = %(performer_id)s)
               AND (%(before_id)s::bigint IS NULL OR s.id < %(before_id)s)
+              AND (NOT %(listed_only)s OR s.hidden_at IS NULL)
             ORDER BY s.started_at DESC NULLS LAST, s.id DESC
             LIMIT %(limit)s
             """,
@@ -116,6 +119,7 @@ async def list_streams(
                 "performer_id": performer_id,
                 "before_id": before_id,
                 "limit": limit,
+                "listed_only": listed_only,
             },
         )
         return await cur.fetchall()

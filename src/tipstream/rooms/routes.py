@@ -69,7 +69,7 @@ class StreamsController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> list[Stream]:
         """Live streams, most recently started first, with their viewer counts."""
-        rows = await queries.list_streams(conn, status="live", limit=limit)
+        rows = await queries.list_streams(conn, status="live", limit=limit, listed_only=True)
         counts = await service.viewer_counts(kv, settings, [r.id for r in rows])
         return [service.to_stream(r, counts.get(r.id, 0)) for r in rows]
 

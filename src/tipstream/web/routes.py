@@ -99,7 +99,7 @@ async def rooms_partial(
     principal: Principal | None, conn: Conn, kv: Valkey, settings: Settings
 ) -> Template:
     """The live rooms grid; htmx swaps it in and refreshes it."""
-    rows = await rooms_queries.list_streams(conn, status="live", limit=60)
+    rows = await rooms_queries.list_streams(conn, status="live", limit=60, listed_only=True)
     counts = await rooms_service.viewer_counts(kv, settings, [r.id for r in rows])
     streams = [rooms_service.to_stream(r, counts.get(r.id, 0)) for r in rows]
     return _page("partials/rooms.html", principal, streams=streams)

@@ -69,8 +69,11 @@ async def mod_world(
         str(rooms.hold.id): "hold",
         str(rooms.block.id): "block",
     }
+    # No hold period on earnings: the payout tests pay out a tip at once.
     settings = rooms_settings_factory(
-        vault={"dir": str(vault_dir)}, moderation={"chat_policy_by_room": by_room}
+        vault={"dir": str(vault_dir)},
+        moderation={"chat_policy_by_room": by_room},
+        payments={"earnings_hold_days": 0},
     )
     settings.secrets.vault_keys = keyring
     env = {
@@ -79,6 +82,7 @@ async def mod_world(
         "TIPSTREAM_MODERATION__CHAT_POLICY": "mask",
         "TIPSTREAM_MODERATION__CHAT_POLICY_BY_ROOM": _inline_table(by_room),
         "TIPSTREAM_MODERATION__OFFENCES_BEFORE_MUTE": "3",
+        "TIPSTREAM_PAYMENTS__EARNINGS_HOLD_DAYS": "0",
     }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
