@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             _lifespan(settings),
             rooms_routes.lifespan(settings),
             moderation_routes.lifespan(settings),
+            ledger_routes.lifespan(settings),
         ],
         before_send=[_security_headers],
         request_max_body_size=settings.server.max_body_bytes,

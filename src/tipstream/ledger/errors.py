@@ -77,6 +77,7 @@ SQLSTATE_PROBLEMS: dict[str, type[Problem]] = {
     "TS013": SelfTip,
     "TS014": InsufficientFunds,
     "TS015": LedgerError,
+    "TS016": LedgerError,
 }
 BALANCE_LIMIT_CONSTRAINTS = {"ledger_accounts_debit_limit", "ledger_accounts_credit_limit"}
 # Worth retrying the whole transaction: deadlock detected, serialization failure.

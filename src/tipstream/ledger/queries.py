@@ -59,6 +59,8 @@ class TransferRow:
     metadata: dict[str, Any]
     forced: bool
     created_at: datetime
+    # Applied by the batch trigger (tips posted in batches, 0012_tip_batches.sql).
+    batched: bool = False
 
 
 @dataclass
@@ -457,6 +459,85 @@ async def post_tip(
     outbox_id = row.pop("outbox_id")
     event = row.pop("event")
     return PostedTip(tip=TipRow(**row), replayed=replayed, outbox_id=outbox_id, event=event)
+
+
+@dataclass
+class TipOrder:
+    """One tip of a batch, checked and hashed by tips.py."""
+
+    viewer_id: int
+    stream_id: int
+    tokens: int
+    message: str | None
+    private: bool
+    idempotency_key: str
+    request_hash: str
+    channel: str
+
+
+@dataclass
+class BatchOutcome:
+    """A batch tip's fate: 'ok', 'replayed', or the SQLSTATE (TS0xx) ledger_post_tip would have
+    raised; posted is set for 'ok' and 'replayed'."""
+
+    outcome: str
+    posted: PostedTip | None
+
+
+async def post_tips(
+    conn: Conn,
+    orders: list[TipOrder],
+    *,
+    currency: str,
+    tokens_per_unit: int,
+    units_per_token: int,
+    fee_bps: int,
+    shard: int,
+) -> list[BatchOutcome]:
+    """Many tips in one statement (ledger_post_tips in 0012_tip_batches.sql), one outcome per
+    order in order. Run it inside a transaction: the batch commits as one."""
+    cur = await conn.execute(
+        """
+        SELECT r.outcome, r.outbox_id, r.event, (r.tip).*
+        FROM ledger_post_tips(
+            %(viewers)s::bigint[], %(streams)s::bigint[], %(tokens)s::bigint[],
+            %(messages)s::text[], %(private)s::boolean[], %(keys)s::text[], %(hashes)s::text[],
+            %(channels)s::text[], %(currency)s::text, %(tpu)s::integer, %(upt)s::bigint,
+            %(fee_bps)s::integer, %(shard)s::smallint
+        ) r
+        ORDER BY r.ord
+        """,
+        {
+            "viewers": [o.viewer_id for o in orders],
+            "streams": [o.stream_id for o in orders],
+            "tokens": [o.tokens for o in orders],
+            "messages": [o.message for o in orders],
+            "private": [o.private for o in orders],
+            "keys": [o.idempotency_key for o in orders],
+            "hashes": [o.request_hash for o in orders],
+            "channels": [o.channel for o in orders],
+            "currency": currency,
+            "tpu": tokens_per_unit,
+            "upt": units_per_token,
+            "fee_bps": fee_bps,
+            "shard": shard,
+        },
+    )
+    outcomes = []
+    for row in await cur.fetchall():
+        outcome = row.pop("outcome")
+        outbox_id = row.pop("outbox_id")
+        event = row.pop("event")
+        posted = None
+        if outcome in ("ok", "replayed"):
+            posted = PostedTip(
+                tip=TipRow(**row),
+                replayed=outcome == "replayed",
+                outbox_id=outbox_id,
+                event=event,
+            )
+        outcomes.append(BatchOutcome(outcome=outcome, posted=posted))
+    return outcomes
 
 
 async def tip_by_id(conn: Conn, tip_id: int) -> TipRow | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from valkey.asyncio import Valkey
@@ -16,6 +18,7 @@ from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Problem
 from tipstream.ledger import payouts, statements, tips, wallets
+from tipstream.ledger.batcher import TipBatcher
 from tipstream.ledger.money import Rates
 from tipstream.ledger.schemas import (
     EarningsView,
@@ -73,6 +76,7 @@ class TipController(Controller):
             message=data.message,
             private=data.private,
             idempotency_key=key,
+            batcher=request.app.state.get("tip_batcher"),
         )
         headers = {"idempotent-replayed": "true"} if replayed else {}
         return Response(tip, status_code=201, headers=headers)
@@ -294,6 +298,22 @@ class AdminPayoutController(Controller):
             media_type=media_type,
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
+
+
+def lifespan(settings: Settings) -> Any:
+    """The process's tip batcher (group commit for tips), with its own connections; queued
+    tips are posted before it stops."""
+
+    @asynccontextmanager
+    async def ledger_lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with TipBatcher(settings, kv=app.state.kv) as batcher:
+            app.state.tip_batcher = batcher
+            try:
+                yield
+            finally:
+                del app.state.tip_batcher
+
+    return ledger_lifespan
 
 
 ROUTES = [TipController, WalletController, PayoutController, AdminPayoutController]

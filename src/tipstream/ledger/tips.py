@@ -20,9 +20,10 @@ from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import InvalidInput, TooManyRequests
 from tipstream.ledger import outbox, queries, service
+from tipstream.ledger.batcher import TipBatcher
 from tipstream.ledger.errors import AmountOutOfBounds, translated
 from tipstream.ledger.money import Rates
-from tipstream.ledger.queries import PostedTip, TipRow
+from tipstream.ledger.queries import PostedTip, TipOrder, TipRow
 from tipstream.ledger.schemas import Tip
 
 MAX_KEY_LENGTH = 200
@@ -76,6 +77,32 @@ async def check_rate(kv: Valkey, settings: Settings, viewer_id: int) -> None:
         )
 
 
+def make_order(
+    settings: Settings,
+    *,
+    viewer_id: int,
+    stream_id: int,
+    tokens: int,
+    message: str | None,
+    private: bool,
+    idempotency_key: str,
+) -> TipOrder:
+    """A checked tip request, with its body hash and channel, ready to post."""
+    check_request(settings, tokens=tokens, message=message, idempotency_key=idempotency_key)
+    if message is not None and not message.strip():
+        message = None
+    return TipOrder(
+        viewer_id=viewer_id,
+        stream_id=stream_id,
+        tokens=tokens,
+        message=message,
+        private=private,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(stream_id, tokens, message, private),
+        channel=room_channel(settings, stream_id),
+    )
+
+
 async def post_tip(
     conn: Conn,
     settings: Settings,
@@ -90,33 +117,62 @@ async def post_tip(
 ) -> PostedTip:
     """The ledger side of a tip: one transaction, nothing published yet. A replay (same key,
     same body) answers the original tip with replayed=True and writes nothing."""
-    check_request(settings, tokens=tokens, message=message, idempotency_key=idempotency_key)
-    if message is not None and not message.strip():
-        message = None
+    order = make_order(
+        settings,
+        viewer_id=viewer_id,
+        stream_id=stream_id,
+        tokens=tokens,
+        message=message,
+        private=private,
+        idempotency_key=idempotency_key,
+    )
     await service.ensure_currency(conn, settings)
     rates = Rates.from_settings(settings)
-    digest = request_hash(stream_id, tokens, message, private)
 
     async def attempt() -> PostedTip:
         with translated():
             return await queries.post_tip(
                 conn,
-                viewer_id=viewer_id,
-                stream_id=stream_id,
-                tokens=tokens,
-                message=message,
-                private=private,
-                idempotency_key=idempotency_key,
-                request_hash=digest,
+                viewer_id=order.viewer_id,
+                stream_id=order.stream_id,
+                tokens=order.tokens,
+                message=order.message,
+                private=order.private,
+                idempotency_key=order.idempotency_key,
+                request_hash=order.request_hash,
                 currency=rates.currency,
                 tokens_per_unit=rates.tokens_per_currency_unit,
                 units_per_token=rates.units_per_token,
                 fee_bps=rates.fee_bps,
                 shard=service.random_shard(settings) if shard is None else shard,
-                channel=room_channel(settings, stream_id),
+                channel=order.channel,
             )
 
     return await service.retrying(attempt)
+
+
+async def post_tip_batched(
+    batcher: TipBatcher,
+    *,
+    viewer_id: int,
+    stream_id: int,
+    tokens: int,
+    message: str | None,
+    private: bool,
+    idempotency_key: str,
+) -> PostedTip:
+    """post_tip through the batcher: the same checks and outcomes, committed with the other
+    tips of its batch (published by the batcher when it has Valkey)."""
+    order = make_order(
+        batcher.settings,
+        viewer_id=viewer_id,
+        stream_id=stream_id,
+        tokens=tokens,
+        message=message,
+        private=private,
+        idempotency_key=idempotency_key,
+    )
+    return await batcher.submit(order)
 
 
 async def tip(
@@ -130,22 +186,44 @@ async def tip(
     message: str | None,
     private: bool,
     idempotency_key: str,
+    batcher: TipBatcher | None = None,
 ) -> tuple[Tip, bool]:
-    """What the API does: rate limit, post the tip, publish its event after commit. Returns
-    the tip and whether it is a replay of an earlier request."""
+    """What the API does: rate limit, post the tip (in a batch when there is a batcher),
+    publish its event after commit. Returns the tip and whether it is a replay of an earlier
+    request."""
     check_request(settings, tokens=tokens, message=message, idempotency_key=idempotency_key)
     await check_rate(kv, settings, viewer_id)
-    posted = await post_tip(
-        conn,
-        settings,
-        viewer_id=viewer_id,
-        stream_id=stream_id,
-        tokens=tokens,
-        message=message,
-        private=private,
-        idempotency_key=idempotency_key,
-    )
-    if not posted.replayed and posted.outbox_id is not None and posted.event is not None:
+    if batcher is not None:
+        posted = await batcher.submit(
+            make_order(
+                settings,
+                viewer_id=viewer_id,
+                stream_id=stream_id,
+                tokens=tokens,
+                message=message,
+                private=private,
+                idempotency_key=idempotency_key,
+            )
+        )
+        published = batcher.kv is not None
+    else:
+        posted = await post_tip(
+            conn,
+            settings,
+            viewer_id=viewer_id,
+            stream_id=stream_id,
+            tokens=tokens,
+            message=message,
+            private=private,
+            idempotency_key=idempotency_key,
+        )
+        published = False
+    if (
+        not published
+        and not posted.replayed
+        and posted.outbox_id is not None
+        and posted.event is not None
+    ):
         await outbox.publish_now(
             conn,
             kv,

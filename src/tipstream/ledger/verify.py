@@ -270,6 +270,7 @@ REQUIRED_TRIGGERS = (
     ("ledger_transfers", "ledger_transfers_immutable"),
     ("ledger_transfers", "ledger_transfers_no_truncate"),
     ("ledger_transfers", "ledger_transfers_apply"),
+    ("ledger_transfers", "ledger_transfers_apply_batched"),
     ("ledger_accounts", "ledger_accounts_guard"),
     ("ledger_accounts", "ledger_accounts_no_delete"),
     ("tips", "tips_immutable"),
