@@ -7,57 +7,19 @@ serious or critical violations) and watched for Content-Security-Policy violatio
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-import pyotp
 import pytest
 from valkey.asyncio import Valkey
 
-from tests.e2e.conftest import DESKTOP, PHONE, SCREENSHOTS, Person
-from tests.helpers import next_totp
+from tests.e2e.conftest import SCREENSHOTS, Person
+from tests.e2e.pages import audit, staff_person, video_frames
 from tests.integration.rooms.conftest import AppServer
 from tests.integration.rooms.people import PASSWORD, sign_up
-from tipstream.accounts import service as accounts
 from tipstream.db import Conn
 
 pytestmark = pytest.mark.slow
-
-AXE_RUN = """async () => {
-  const result = await axe.run(document, {resultTypes: ['violations']});
-  return result.violations
-    .filter(v => v.impact === 'serious' || v.impact === 'critical')
-    .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target)}));
-}"""
-
-FRAMES = """() => {
-  const v = document.querySelector('video');
-  const q = v.getVideoPlaybackQuality();
-  return {frames: q.totalVideoFrames, time: v.currentTime, width: v.videoWidth};
-}"""
-
-
-async def audit(person: Person, axe_source: str, name: str) -> None:
-    """Screenshot at both widths and run axe-core on the page as it is now."""
-    page = person.page
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    size = page.viewport_size or DESKTOP
-    for label, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
-        await page.set_viewport_size(viewport)
-        await page.wait_for_timeout(150)
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
-    await page.set_viewport_size(size)
-    # Evaluated through the DevTools protocol, so the page's CSP (no inline script) still holds.
-    if not await page.evaluate("() => typeof axe !== 'undefined'"):
-        await page.evaluate(axe_source)
-    violations: list[dict[str, Any]] = await page.evaluate(AXE_RUN)
-    assert violations == [], f"{name}: {json.dumps(violations, indent=1)}"
-
-
-async def video_frames(person: Person) -> dict[str, float]:
-    result: dict[str, float] = await person.page.evaluate(FRAMES)
-    return result
 
 
 async def test_go_live_watch_buy_tip_report(
@@ -164,19 +126,8 @@ async def test_go_live_watch_buy_tip_report(
     await viewer.page.get_by_role("button", name="Send report").click()
     await viewer.page.locator("[data-chat-log]").filter(has_text="a moderator will look").wait_for()
 
-    moderator_account = await sign_up(app_server, "viewer", tag="mod")
-    assert app_server.settings is not None
-    await accounts.set_role(
-        db, kv, app_server.settings, moderator_account.id, "moderator", actor_id=None
-    )
-    secret = (await moderator_account.post("/api/auth/2fa/enroll")).json()["secret"]
-    confirmed = await moderator_account.post(
-        "/api/auth/2fa/confirm", json={"code": pyotp.TOTP(secret).now()}
-    )
-    assert confirmed.status_code == 200, confirmed.text
-    moderator: Person = await new_person(base)
-    await moderator.log_in(
-        moderator_account.email, PASSWORD, "/staff/moderation", totp=next_totp(secret)
+    moderator, _ = await staff_person(
+        app_server, new_person, db, kv, "moderator", "/staff/moderation"
     )
     case = moderator.page.locator("[data-staff] tbody tr").filter(has_text="Spam or scam")
     await case.wait_for(timeout=10000)

@@ -28,6 +28,29 @@ const CASE_ACTIONS = {
   user: ["dismiss", "warn", "ban", "suspend", "escalate"],
 };
 
+const ROLES = ["viewer", "performer", "moderator", "admin"];
+const me = Number(table.dataset.me || 0);
+
+// A role select with its own Save button (admins; the API refuses a change of one's own role,
+// so one's own row shows the role without the editor).
+function roleEditor(user) {
+  if (user.id === me) return el("span", {}, `${user.role} (you)`);
+  const select = el(
+    "select",
+    { class: "role-select", "aria-label": `Role of ${user.display_name}` },
+    ...ROLES.map((role) => el("option", { value: role, selected: role === user.role }, role)),
+  );
+  const save = action(
+    "Save",
+    async () => {
+      const changed = await api("POST", `/api/admin/users/${user.id}/role`, { role: select.value });
+      document.querySelector("[data-role-state]").textContent = `${changed.display_name} is now ${changed.role}.`;
+    },
+    { "aria-label": `Save role of ${user.display_name}` },
+  );
+  return el("span", { class: "role-edit" }, select, " ", save);
+}
+
 const LOADERS = {
   async moderation() {
     const items = await api("GET", "/api/moderation/queue");
@@ -110,7 +133,7 @@ const LOADERS = {
           el("td", {}, String(u.id)),
           el("td", {}, u.display_name),
           el("td", {}, u.email),
-          el("td", {}, u.role),
+          el("td", {}, roleEditor(u)),
           el("td", {}, u.totp_enabled ? "on" : "off"),
           el("td", {}, u.disabled ? "disabled" : "active"),
           el(
