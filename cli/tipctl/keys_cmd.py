@@ -31,7 +31,7 @@ from tipstream.config import SECRET_FILES, Settings
 from tipstream.db import Conn
 from tipstream.vault.keys import Keyring, KeyringError, new_keyring
 from tipstream.vault.service import RotationResult, Vault
-from tipstream.vault.storage import storage_for
+from tipstream.vault.storage import StorageUnavailable, storage_for
 
 app = typer.Typer(
     help="The document vault's key-encryption keys: init, status, rotate, prune.",
@@ -133,7 +133,10 @@ def rotate(
     continues with the current active key instead of adding another one."""
     cfg = settings()
     keyring = keyring_of(cfg)
-    storage = storage_for(cfg)
+    try:
+        storage = storage_for(cfg)
+    except StorageUnavailable as exc:
+        fail(exc.detail)
 
     async def pending(conn: Conn) -> dict[str, int]:
         return await Vault(keyring, storage).keys_in_use(conn)

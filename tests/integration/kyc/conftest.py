@@ -266,3 +266,83 @@ def tipctl(kyc_settings: Settings, kyc_secrets: Path, vault_dir: Path, tmp_path:
         )
     )
     return Tipctl(config, secrets)
+
+
+# --------------------------------------------------------------------------- S3 storage
+
+
+S3_SERVER_DIR = Path(__file__).resolve().parents[2] / "s3server"
+
+
+@dataclass
+class S3Server:
+    """A real S3-compatible server on loopback (s3rver behind a SigV4 check, tests/s3server):
+    objects are files under ``directory``, so a test can read what the server really holds."""
+
+    endpoint: str
+    bucket: str
+    access_key_id: str
+    secret_key: str
+    directory: Path
+
+    def file_of(self, key: str) -> Path:
+        return self.directory / self.bucket / f"{key}._S3rver_object"
+
+    def vault_section(self, **overrides: Any) -> dict[str, Any]:
+        s3 = {
+            "endpoint": self.endpoint,
+            "bucket": self.bucket,
+            "region": "us-east-1",
+            "access_key_id": self.access_key_id,
+            "timeout_seconds": 3.0,
+        }
+        return {"backend": "s3", "dir": "/nonexistent/not-used-by-s3", "s3": s3 | overrides}
+
+
+@pytest.fixture(scope="session")
+async def s3_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[S3Server]:
+    """Started once per session; fails loudly when it cannot start."""
+    node = shutil.which("node")
+    if node is None or not (S3_SERVER_DIR / "node_modules" / "s3rver").is_dir():
+        pytest.fail(
+            "the S3 test server is not installed (node and tests/s3server/node_modules): run "
+            "./appliance/test, which runs npm ci --prefix tests/s3server"
+        )
+    directory = tmp_path_factory.mktemp("s3-data")
+    access_key_id = f"AKTEST{uuid.uuid4().hex[:10].upper()}"
+    secret_key = base64.b64encode(os.urandom(30)).decode()
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(S3_SERVER_DIR / "serve.js"),
+        "--directory",
+        str(directory),
+        "--bucket",
+        "tipstream-vault",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "S3_ACCESS_KEY_ID": access_key_id, "S3_SECRET_ACCESS_KEY": secret_key},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    except TimeoutError:
+        line = ""
+    if not line.startswith("ready "):
+        process.kill()
+        _, err = await process.communicate()
+        pytest.fail(f"the S3 test server did not start: {line!r} {err.decode()[-2000:]}")
+    try:
+        yield S3Server(
+            f"http://127.0.0.1:{int(line.split()[1])}",
+            "tipstream-vault",
+            access_key_id,
+            secret_key,
+            directory,
+        )
+    finally:
+        process.terminate()
+        await process.wait()
