@@ -8,6 +8,7 @@ import typer
 
 from tipctl import (
     audit_cmd,
+    backup_cmd,
     config_cmd,
     db_cmd,
     doctor_cmd,
@@ -15,6 +16,7 @@ from tipctl import (
     kyc_cmd,
     ledger_cmd,
     moderation_cmd,
+    payments_cmd,
     payouts_cmd,
     rooms_cmd,
     run_cmd,
@@ -51,5 +53,8 @@ app.add_typer(kyc_cmd.app, name="kyc")
 app.add_typer(streams_cmd.app, name="streams")
 app.add_typer(rooms_cmd.app, name="rooms")
 app.add_typer(payouts_cmd.app, name="payouts")
+app.add_typer(payments_cmd.app, name="payments")
 app.add_typer(moderation_cmd.app, name="moderation")
 app.command("doctor")(doctor_cmd.doctor)
+app.add_typer(backup_cmd.app, name="backup")
+app.command("restore")(backup_cmd.restore)

@@ -35,6 +35,8 @@ SECRET_FILES = {
     "kyc_index_key": "kyc_index_key",
     "vault_s3_secret_key": "vault_s3_secret_key",
     "ccbill_salt": "ccbill_salt",
+    "ccbill_datalink_username": "ccbill_datalink_username",
+    "ccbill_datalink_password": "ccbill_datalink_password",
     "verotel_signature_key": "verotel_signature_key",
     "stripe_api_key": "stripe_api_key",
     "stripe_webhook_secret": "stripe_webhook_secret",
@@ -201,6 +203,23 @@ class CcbillSettings(msgspec.Struct, forbid_unknown_fields=True):
     initial_period_days: int = 2
     # CCBill webhooks carry no signature: only these source networks are heard at all.
     webhook_networks: list[str] = msgspec.field(default_factory=list)
+    # Data Link (CCBill's transaction extract) confirms the sales the webhooks announce; its
+    # username and password are secrets (ccbill_datalink_username, ccbill_datalink_password).
+    datalink_url: str = "https://datalink.ccbill.com/data/main.cgi"
+    # Data Link reads and writes times in CCBill's own zone (Arizona: UTC-7 all year).
+    datalink_utc_offset_hours: int = -7
+    datalink_timeout_seconds: float = 30.0
+    # Longest time span one Data Link request may cover (CCBill: one day).
+    datalink_max_window_hours: int = 24
+    # Each reconciliation starts this far before the end of the last good one (late records).
+    reconcile_overlap_minutes: int = 60
+    # A sale a webhook announced that Data Link has not confirmed after this long is flagged.
+    confirm_window_hours: int = 48
+    # CCBill answers one Data Link request an hour: no request goes out sooner after the last.
+    datalink_min_interval_seconds: int = 3600
+    # Ask Data Link at once when a webhook announces a sale (if the interval allows), rather
+    # than waiting for the hourly reconciliation.
+    confirm_on_webhook: bool = False
 
 
 class VerotelSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -333,6 +352,8 @@ class Secrets(msgspec.Struct):
     # Payment processors (payments.processors): CCBill's FlexForms salt, Verotel's FlexPay
     # signature key, Stripe's API key and webhook signing secret.
     ccbill_salt: str | None = None
+    ccbill_datalink_username: str | None = None
+    ccbill_datalink_password: str | None = None
     verotel_signature_key: str | None = None
     stripe_api_key: str | None = None
     stripe_webhook_secret: str | None = None
@@ -568,6 +589,18 @@ def _check_payments(payments: PaymentsSettings) -> None:
             raise ConfigError(f"setting payments.{name}: must be positive")
     if not 2 <= payments.ccbill.initial_period_days <= 365:
         raise ConfigError("setting payments.ccbill.initial_period_days: must be 2 to 365")
+    if not payments.ccbill.datalink_url.startswith(("https://", "http://")):
+        raise ConfigError("setting payments.ccbill.datalink_url: must be an https:// URL")
+    if not -12 <= payments.ccbill.datalink_utc_offset_hours <= 14:
+        raise ConfigError("setting payments.ccbill.datalink_utc_offset_hours: -12 to 14")
+    if not 1 <= payments.ccbill.datalink_max_window_hours <= 24:
+        raise ConfigError("setting payments.ccbill.datalink_max_window_hours: 1 to 24")
+    if not 1 <= payments.ccbill.confirm_window_hours <= 24 * 90:
+        raise ConfigError("setting payments.ccbill.confirm_window_hours: 1 to 2160")
+    if not 0 <= payments.ccbill.datalink_min_interval_seconds <= 24 * 3600:
+        raise ConfigError("setting payments.ccbill.datalink_min_interval_seconds: 0 to 86400")
+    if not 0 <= payments.ccbill.reconcile_overlap_minutes <= 24 * 60:
+        raise ConfigError("setting payments.ccbill.reconcile_overlap_minutes: 0 to 1440")
     for network in payments.ccbill.webhook_networks:
         try:
             ipaddress.ip_network(network)

@@ -190,3 +190,237 @@ async def tips_funded_by(conn: Conn, lot_transfer_id: str) -> list[FundedTip]:
             {"transfer": lot_transfer_id},
         )
         return await cur.fetchall()
+
+
+# --------------------------------------------------------------------------- sale hints
+
+
+@dataclass
+class SaleHintRow:
+    purchase_id: int
+    processor: str
+    subscription_id: str
+    event_id: str
+    amount: str | None
+    hinted_at: datetime
+    status: str
+    resolved_at: datetime | None
+
+
+@dataclass
+class ReconciliationRunRow:
+    id: int
+    processor: str
+    window_start: datetime
+    window_end: datetime
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    records: int
+    credited: int
+    reversed: int
+    duplicates: int
+    unmatched: int
+    skipped: int
+    flagged: int
+    error: str | None
+
+
+async def purchase_by_ref(conn: Conn, processor: str, ref: str) -> PurchaseRow | None:
+    async with conn.cursor(row_factory=class_row(PurchaseRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM purchases WHERE processor = %(p)s AND processor_ref = %(ref)s",
+            {"p": processor, "ref": ref},
+        )
+        return await cur.fetchone()
+
+
+async def claim_processor_ref(conn: Conn, purchase_id: int, ref: str) -> bool:
+    """Name the processor's id of a purchase once; True if it is (now) this one."""
+    cur = await conn.execute(
+        """
+        UPDATE purchases SET processor_ref = %(ref)s
+         WHERE id = %(id)s AND (processor_ref IS NULL OR processor_ref = %(ref)s)
+        RETURNING id
+        """,
+        {"id": purchase_id, "ref": ref},
+    )
+    return await cur.fetchone() is not None
+
+
+async def insert_hint(
+    conn: Conn,
+    *,
+    purchase_id: int,
+    processor: str,
+    subscription_id: str,
+    event_id: str,
+    amount: str | None,
+) -> SaleHintRow | None:
+    """Record an announced sale; None if this purchase was announced already."""
+    async with conn.cursor(row_factory=class_row(SaleHintRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO sale_hints (purchase_id, processor, subscription_id, event_id, amount)
+            VALUES (%(purchase)s, %(p)s, %(sub)s, %(event)s, %(amount)s)
+            ON CONFLICT DO NOTHING
+            RETURNING *
+            """,
+            {
+                "purchase": purchase_id,
+                "p": processor,
+                "sub": subscription_id,
+                "event": event_id,
+                "amount": amount,
+            },
+        )
+        return await cur.fetchone()
+
+
+async def hint(conn: Conn, purchase_id: int) -> SaleHintRow | None:
+    async with conn.cursor(row_factory=class_row(SaleHintRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM sale_hints WHERE purchase_id = %(id)s", {"id": purchase_id}
+        )
+        return await cur.fetchone()
+
+
+async def hints(
+    conn: Conn, processor: str, *, statuses: list[str], limit: int
+) -> list[SaleHintRow]:
+    async with conn.cursor(row_factory=class_row(SaleHintRow)) as cur:
+        await cur.execute(
+            """
+            SELECT * FROM sale_hints
+            WHERE processor = %(p)s AND status = ANY(%(statuses)s)
+            ORDER BY hinted_at, purchase_id
+            LIMIT %(limit)s
+            """,
+            {"p": processor, "statuses": statuses, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def confirm_hint(conn: Conn, purchase_id: int) -> None:
+    await conn.execute(
+        """
+        UPDATE sale_hints SET status = 'confirmed', resolved_at = now()
+         WHERE purchase_id = %(id)s AND status IN ('pending', 'flagged')
+        """,
+        {"id": purchase_id},
+    )
+
+
+async def close_settled_hints(conn: Conn, processor: str) -> int:
+    """Hints whose purchase was settled another way (credited, refunded, failed)."""
+    cur = await conn.execute(
+        """
+        UPDATE sale_hints h
+           SET status = CASE WHEN p.status = 'credited' THEN 'confirmed' ELSE 'closed' END,
+               resolved_at = now()
+          FROM purchases p
+         WHERE p.id = h.purchase_id AND h.processor = %(p)s
+           AND h.status IN ('pending', 'flagged') AND p.status <> 'created'
+        """,
+        {"p": processor},
+    )
+    return cur.rowcount
+
+
+async def flag_stale_hints(conn: Conn, processor: str, before: datetime) -> list[SaleHintRow]:
+    async with conn.cursor(row_factory=class_row(SaleHintRow)) as cur:
+        await cur.execute(
+            """
+            UPDATE sale_hints SET status = 'flagged', resolved_at = now()
+             WHERE processor = %(p)s AND status = 'pending' AND hinted_at < %(before)s
+            RETURNING *
+            """,
+            {"p": processor, "before": before},
+        )
+        return await cur.fetchall()
+
+
+async def oldest_pending_hint(conn: Conn, processor: str) -> datetime | None:
+    cur = await conn.execute(
+        """
+        SELECT min(hinted_at) AS at FROM sale_hints
+        WHERE processor = %(p)s AND status = 'pending'
+        """,
+        {"p": processor},
+    )
+    row = await cur.fetchone()
+    return row["at"] if row else None
+
+
+# --------------------------------------------------------------------------- reconciliation runs
+
+
+async def insert_run(
+    conn: Conn, *, processor: str, window_start: datetime, window_end: datetime, trigger: str
+) -> ReconciliationRunRow:
+    async with conn.cursor(row_factory=class_row(ReconciliationRunRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO reconciliation_runs (processor, window_start, window_end, trigger)
+            VALUES (%(p)s, %(start)s, %(end)s, %(trigger)s)
+            RETURNING *
+            """,
+            {"p": processor, "start": window_start, "end": window_end, "trigger": trigger},
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def finish_run(
+    conn: Conn, run_id: int, *, status: str, counts: dict[str, int], error: str | None
+) -> None:
+    await conn.execute(
+        """
+        UPDATE reconciliation_runs
+           SET status = %(status)s, finished_at = now(), error = %(error)s,
+               records = %(records)s, credited = %(credited)s, reversed = %(reversed)s,
+               duplicates = %(duplicates)s, unmatched = %(unmatched)s, skipped = %(skipped)s,
+               flagged = %(flagged)s
+         WHERE id = %(id)s
+        """,
+        {"id": run_id, "status": status, "error": error, **counts},
+    )
+
+
+async def last_good_window_end(conn: Conn, processor: str) -> datetime | None:
+    cur = await conn.execute(
+        """
+        SELECT max(window_end) AS at FROM reconciliation_runs
+        WHERE processor = %(p)s AND status = 'ok'
+        """,
+        {"p": processor},
+    )
+    row = await cur.fetchone()
+    return row["at"] if row else None
+
+
+async def last_run_started(conn: Conn, processor: str) -> datetime | None:
+    cur = await conn.execute(
+        "SELECT max(started_at) AS at FROM reconciliation_runs WHERE processor = %(p)s",
+        {"p": processor},
+    )
+    row = await cur.fetchone()
+    return row["at"] if row else None
+
+
+async def try_lock_reconciliation(conn: Conn, processor: str) -> bool:
+    """One reconciliation per processor at a time, across processes and hosts."""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(hashtext('tipstream.reconcile.' || %(p)s)) AS locked",
+        {"p": processor},
+    )
+    row = await cur.fetchone()
+    return bool(row and row["locked"])
+
+
+async def unlock_reconciliation(conn: Conn, processor: str) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock(hashtext('tipstream.reconcile.' || %(p)s))", {"p": processor}
+    )

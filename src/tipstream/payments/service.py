@@ -61,7 +61,8 @@ class CheckoutStarted:
 @dataclass(frozen=True)
 class EventOutcome:
     event_id: str
-    effect: str  # credit | refund | chargeback | failed | ignored | duplicate
+    # credit | refund | chargeback | failed | ignored | duplicate | pending (a hint to confirm)
+    effect: str
     purchase_id: int | None
 
 
@@ -117,13 +118,27 @@ async def handle_webhook(
     outcomes = []
     for event in events:
         if event.needs_confirmation and event.kind == "sale" and not await processor.confirm(event):
-            log.warning(
-                "webhook_sale_unconfirmed", processor=processor.name, event_id=event.event_id
-            )
-            outcomes.append(EventOutcome(event.event_id, "ignored", event.purchase_id))
+            outcomes.append(await _hinted_sale(conn, settings, processor.name, event))
             continue
         outcomes.append(await apply_event(conn, settings, processor.name, event))
     return outcomes, processor.acknowledge()
+
+
+async def _hinted_sale(
+    conn: Conn, settings: Settings, processor_name: str, event: ProcessorEvent
+) -> EventOutcome:
+    """An unsigned sale: kept as a hint that the reconciliation confirms with the processor
+    (payments/reconcile.py), at once when the operator turned webhook lookups on."""
+    from tipstream.payments import reconcile
+
+    if not await reconcile.record_hint(conn, processor_name, event):
+        log.warning("webhook_sale_unconfirmed", processor=processor_name, event_id=event.event_id)
+        return EventOutcome(event.event_id, "ignored", event.purchase_id)
+    log.info("webhook_sale_pending", processor=processor_name, event_id=event.event_id)
+    await reconcile.confirm_now(conn, settings, processor_name, event)
+    row = await queries.purchase(conn, event.purchase_id) if event.purchase_id else None
+    effect = "credit" if row is not None and row.status == "credited" else "pending"
+    return EventOutcome(event.event_id, effect, event.purchase_id)
 
 
 def _amount_matches(settings: Settings, purchase: PurchaseRow, event: ProcessorEvent) -> bool:

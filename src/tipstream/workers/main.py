@@ -16,12 +16,13 @@ from tipstream.workers import broker, scheduler
 log = structlog.get_logger("tipstream.workers")
 
 # Every domain's actor module; imported after the broker is set up.
-ACTOR_MODULES = ["tipstream.ledger.actors", "tipstream.kyc.actors"]
+ACTOR_MODULES = ["tipstream.ledger.actors", "tipstream.kyc.actors", "tipstream.payments.actors"]
 
 
 def periodic_jobs() -> list[scheduler.Periodic]:
     from tipstream.kyc import actors as kyc_actors
     from tipstream.ledger import actors as ledger_actors
+    from tipstream.payments import actors as payments_actors
 
     return [
         scheduler.Periodic(
@@ -34,6 +35,12 @@ def periodic_jobs() -> list[scheduler.Periodic]:
             ledger_actors.PAYOUT_BATCH_EVERY_SECONDS,
             ledger_actors.payout_batch.send,
             offset_seconds=ledger_actors.PAYOUT_BATCH_OFFSET_SECONDS,
+        ),
+        scheduler.Periodic(
+            "payments.reconcile_ccbill",
+            payments_actors.RECONCILE_EVERY_SECONDS,
+            payments_actors.reconcile_ccbill.send,
+            offset_seconds=payments_actors.RECONCILE_OFFSET_SECONDS,
         ),
         scheduler.Periodic(
             "kyc.retention",

@@ -24,6 +24,8 @@ SECRETS = {
     "verotel_signature_key": "verotel-test-signature-key",
     "stripe_api_key": "sk_test_offline",
     "stripe_webhook_secret": "whsec_test_offline",
+    "ccbill_datalink_username": "dl-user-7f3a",
+    "ccbill_datalink_password": "dl-pass-Q9v!x2Lm",
 }
 CCBILL_NETWORK = "198.18.7.0/24"
 

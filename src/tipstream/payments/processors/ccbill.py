@@ -7,9 +7,9 @@ id as a pass-through field (X-purchase_id) that CCBill echoes in its webhooks.
 
 Webhooks carry no signature. They are heard only from the configured source networks
 (payments.ccbill.webhook_networks), and a NewSaleSuccess is treated as a hint: the sale is
-confirmed with CCBill before any token is credited (``confirm``, which an operator wires to
-CCBill's transaction lookup; until that is configured no sale is ever confirmed). Refunds and
-chargebacks from the trusted networks are applied directly: they only take tokens back.
+confirmed with CCBill's Data Link (processors/datalink.py, payments/reconcile.py) before any
+token is credited. Refunds and chargebacks from the trusted networks are applied directly: they
+only take tokens back.
 """
 
 from __future__ import annotations
@@ -107,17 +107,24 @@ class CcbillProcessor:
                 event_type=event_type,
                 payload={"eventType": event_type, **body},
                 purchase_id=int(purchase) if purchase.isdigit() else None,
-                processor_ref=None if purchase.isdigit() else transaction,
+                # Without the pass-through field, the sale is found by its subscription id
+                # (what the sale's hint tied to the purchase).
+                processor_ref=None
+                if purchase.isdigit()
+                else str(body.get("subscriptionId") or transaction),
                 amount=str(amount) if amount is not None else None,
                 currency=None,
                 needs_confirmation=kind == "sale",
-                extra={"transaction_id": transaction},
+                extra={
+                    "transaction_id": transaction,
+                    "subscription_id": str(body.get("subscriptionId") or ""),
+                },
             )
         ]
 
     async def confirm(self, event: ProcessorEvent) -> bool:
-        """Ask CCBill whether the sale exists before crediting. CCBill's lookup needs API
-        credentials the operator configures; without them nothing is confirmed."""
+        """Never on the webhook's word: the sale is kept as a hint and confirmed through Data
+        Link by the reconciliation (payments/reconcile.py), which credits it."""
         return False
 
     def acknowledge(self) -> tuple[str, str]:
