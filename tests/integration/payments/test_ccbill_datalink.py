@@ -11,12 +11,11 @@ import random
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -26,7 +25,12 @@ import pytest
 from tests.conftest import _to_toml
 from tests.helpers import running_app, scalar
 from tests.integration.ledger.conftest import NewUser
-from tests.integration.payments.conftest import CCBILL_NETWORK, SECRETS, payments_settings
+from tests.integration.payments.conftest import (
+    CCBILL_NETWORK,
+    SECRETS,
+    loopback_server,
+    payments_settings,
+)
 from tipstream import db as tsdb
 from tipstream.config import Settings
 from tipstream.db import Conn
@@ -69,13 +73,9 @@ def stub() -> Iterator[DatalinkStub]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/data/main.cgi"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with loopback_server(Handler) as url:
+        state.url = f"{url}/data/main.cgi"
+        yield state
 
 
 @pytest.fixture(autouse=True)

@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
@@ -21,7 +20,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.helpers import Browser, assert_problem, scalar
-from tests.integration.payments.conftest import SECRETS, payments_settings
+from tests.integration.payments.conftest import SECRETS, loopback_server, payments_settings
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.ledger import service as ledger
@@ -214,12 +213,8 @@ def stripe_stub() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    with loopback_server(Handler) as url:
+        yield url, seen
 
 
 async def test_stripe_checkout_session_and_verified_webhooks(
