@@ -32,11 +32,7 @@ def _which(binary: str) -> str | None:
     return shutil.which(binary, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 
-def apt_tool(binary: str, package: str) -> str:
-    """A Debian binary the test needs, installed with apt-get when missing."""
-    found = _which(binary)
-    if found:
-        return found
+def _apt_install(package: str) -> str:
     result = subprocess.run(
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
         capture_output=True,
@@ -44,7 +40,25 @@ def apt_tool(binary: str, package: str) -> str:
         check=False,
         env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
+    return result.stderr
+
+
+def apt_tool(binary: str, package: str) -> str:
+    """A Debian binary the test needs, installed with apt-get when missing."""
+    found = _which(binary)
+    if found:
+        return found
+    stderr = _apt_install(package)
     found = _which(binary)
     if not found:
-        pytest.fail(f"{binary} is missing and `apt-get install {package}` failed: {result.stderr}")
+        pytest.fail(f"{binary} is missing and `apt-get install {package}` failed: {stderr}")
     return found
+
+
+def apt_file(path: str, package: str) -> Path:
+    """A file of a Debian package the test needs (not a binary), installed when missing."""
+    if not Path(path).exists():
+        stderr = _apt_install(package)
+        if not Path(path).exists():
+            pytest.fail(f"{path} is missing and `apt-get install {package}` failed: {stderr}")
+    return Path(path)

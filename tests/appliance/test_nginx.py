@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -72,10 +73,12 @@ class Site:
     conf_dir: Path
 
 
-def _render(tmp: Path, app_port: int, http_port: int, https_port: int) -> Path:
+def _render(tmp: Path, app_port: int, http_port: int, https_port: int, **overrides: object) -> Path:
+    """The role's files in tmp, and an nginx.conf like Debian's that includes them; overrides
+    are more extra vars (the stream module is loaded when the role writes a stream server)."""
     conf_dir, tls_dir, static_root = tmp / "etc-nginx", tmp / "tls", tmp / "static"
     static_root.mkdir()
-    extra = {
+    extra: dict[str, object] = {
         "tipstream__domain": "tipstream.test",
         "nginx__templates_dir": str(ROOT / "nginx"),
         "nginx__conf_dir": str(conf_dir),
@@ -87,6 +90,7 @@ def _render(tmp: Path, app_port: int, http_port: int, https_port: int) -> Path:
         "nginx__app_upstream": f"127.0.0.1:{app_port}",
         # The test connects from loopback: with an empty allow list /metrics must be refused.
         "nginx__metrics_allow": [],
+        **overrides,
     }
     result = subprocess.run(
         [
@@ -105,8 +109,11 @@ def _render(tmp: Path, app_port: int, http_port: int, https_port: int) -> Path:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     main = tmp / "nginx.conf"
+    stream = list((conf_dir / "modules-enabled").glob("*.conf"))
+    modules = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" if stream else ""
     main.write_text(
         f"""
+{modules}include {conf_dir}/modules-enabled/*.conf;
 user root;
 worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -128,20 +135,14 @@ http {{
     return main
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@contextmanager
+def serve_nginx(tmp: Path, main: Path, port: int) -> Iterator[None]:
+    """A real nginx with main (after `nginx -t` accepts it), until it listens on port."""
     nginx = apt_tool("nginx", "nginx")
-    tmp = tmp_path_factory.mktemp("nginx")
-    app = ThreadingHTTPServer(("127.0.0.1", 0), _EchoApp)
-    threading.Thread(target=app.serve_forever, daemon=True).start()
-    http_port, https_port = _free_port(), _free_port()
-    main = _render(tmp, app.server_address[1], http_port, https_port)
-
     check = subprocess.run(
         [nginx, "-t", "-p", str(tmp), "-c", str(main)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stderr
-
     proc = subprocess.Popen(
         [nginx, "-p", str(tmp), "-c", str(main), "-g", "daemon off;"],
         stderr=subprocess.PIPE,
@@ -150,23 +151,44 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", https_port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail(f"nginx did not start: {(tmp / 'error.log').read_text()}")
                 time.sleep(0.05)
-        yield Site(
-            http=f"http://127.0.0.1:{http_port}",
-            https=f"https://127.0.0.1:{https_port}",
-            cert=tmp / "tls" / "tipstream.crt",
-            static_root=tmp / "static",
-            conf_dir=tmp / "etc-nginx",
-        )
+        yield
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def echo_app() -> Iterator[int]:
+    """The stand-in app on a loopback port."""
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _EchoApp)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    try:
+        yield int(app.server_address[1])
+    finally:
         app.shutdown()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    apt_tool("nginx", "nginx")
+    tmp = tmp_path_factory.mktemp("nginx")
+    http_port, https_port = _free_port(), _free_port()
+    with echo_app() as app_port:
+        main = _render(tmp, app_port, http_port, https_port)
+        with serve_nginx(tmp, main, https_port):
+            yield Site(
+                http=f"http://127.0.0.1:{http_port}",
+                https=f"https://127.0.0.1:{https_port}",
+                cert=tmp / "tls" / "tipstream.crt",
+                static_root=tmp / "static",
+                conf_dir=tmp / "etc-nginx",
+            )
 
 
 def _client() -> httpx.Client:

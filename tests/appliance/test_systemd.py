@@ -99,3 +99,41 @@ def test_each_hardening_line_is_commented(unit: Path) -> None:
         assert required in lines, f"{unit.name} lacks {required}"
     assert any(line.startswith("RestrictAddressFamilies=") for line in lines)
     assert "LoadCredential=session_key:/etc/tipstream/secrets/session_key" in lines
+
+
+@pytest.mark.parametrize("with_port_dropin", [False, True], ids=["turn", "turns-on-443"])
+def test_coturn_dropins_rate_ok_and_grant_only_the_port_capability(
+    tmp_path: Path, with_port_dropin: bool
+) -> None:
+    # Debian's own coturn.service with the roles' drop-ins; turns-port.conf must come after
+    # tipstream.conf (name order) to add CAP_NET_BIND_SERVICE to its empty set.
+    apt_tool("turnserver", "coturn")
+    units = tmp_path / "etc/systemd/system"
+    (units / "coturn.service.d").mkdir(parents=True)
+    shutil.copy("/lib/systemd/system/coturn.service", units)
+    dropins = ["tipstream.conf"] + (["turns-port.conf"] if with_port_dropin else [])
+    for name in dropins:
+        shutil.copy(ROOT / "systemd/coturn.service.d" / name, units / "coturn.service.d")
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    shutil.copy("/usr/bin/turnserver", tmp_path / "usr/bin")
+    result = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            f"--root={tmp_path}",
+            "--no-pager",
+            "--threshold=39",
+            "coturn.service",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert re.search(r"Overall exposure level for coturn.service: [\d.]+ (OK|SAFE)", result.stdout)
+    bind = re.search(r"([✓✗]) CapabilityBoundingSet=~CAP_NET_\(BIND_SERVICE", result.stdout)
+    assert bind, result.stdout[-3000:]
+    assert bind.group(1) == ("✗" if with_port_dropin else "✓")
+    admin = re.search(r"([✓✗]) CapabilityBoundingSet=~CAP_SYS_ADMIN", result.stdout)
+    assert admin and admin.group(1) == "✓"
