@@ -1,0 +1,196 @@
+"""age encryption (through pyrage, the Python bindings of the Rust `age` crate).
+
+Archives are age files encrypted to X25519 recipients ("age1..." public keys); the identities
+("AGE-SECRET-KEY-1..." private keys) stay with the operator, so the box writes backups it cannot
+read. Files are interchangeable with the `age` command line tool (`age -d -i identity.txt`).
+
+Encryption and decryption stream: the tar side runs in a thread joined to pyrage by a pipe, so
+neither the plaintext archive nor the whole ciphertext is ever held in memory or written out.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import pyrage
+from pyrage import x25519
+
+# The ciphertext of one chunk (64 KiB of plaintext) is authenticated on its own: a flipped bit
+# anywhere stops decryption at that chunk, a cut-off file at its end.
+SECRET_KEY_PREFIX = "AGE-SECRET-KEY-1"  # noqa: S105 (the format's marker, not a key)
+RECIPIENT_PREFIX = "age1"
+
+
+class AgeKeyError(Exception):
+    """An identity or recipient is missing or malformed; the message says which file or value."""
+
+
+class ArchiveUnreadable(Exception):
+    """The archive does not decrypt: wrong identity, or the ciphertext was damaged or altered."""
+
+
+def new_identity() -> tuple[str, str]:
+    """(identity file text, recipient) of a new X25519 key pair."""
+    identity = x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    text = (
+        f"# created: {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        f"# public key: {recipient}\n"
+        f"{identity}\n"
+    )
+    return text, recipient
+
+
+def _key_lines(text: str) -> list[str]:
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def read_identities(path: Path) -> list[x25519.Identity]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise AgeKeyError(f"cannot read the identity file {path}: {exc.strerror}") from None
+    identities = []
+    for number, line in enumerate(_key_lines(text), 1):
+        if not line.startswith(SECRET_KEY_PREFIX):
+            raise AgeKeyError(f"{path}: key {number} is not an age identity (AGE-SECRET-KEY-1...)")
+        try:
+            identities.append(x25519.Identity.from_str(line))
+        except pyrage.IdentityError:
+            raise AgeKeyError(f"{path}: key {number} is not a valid age identity") from None
+    if not identities:
+        raise AgeKeyError(f"{path} holds no age identity")
+    return identities
+
+
+def parse_recipients(values: list[str], where: str) -> list[x25519.Recipient]:
+    recipients = []
+    for value in values:
+        if not value.startswith(RECIPIENT_PREFIX):
+            raise AgeKeyError(f"{where}: {value!r} is not an age public key (age1...)")
+        try:
+            recipients.append(x25519.Recipient.from_str(value))
+        except pyrage.RecipientError:
+            raise AgeKeyError(f"{where}: {value!r} is not a valid age public key") from None
+    return recipients
+
+
+def read_recipients_file(path: Path) -> list[x25519.Recipient]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise AgeKeyError(f"cannot read the recipients file {path}: {exc.strerror}") from None
+    return parse_recipients(_key_lines(text), str(path))
+
+
+class _Counting(io.RawIOBase):
+    """A file wrapper that tells a callback how many bytes went through it."""
+
+    def __init__(self, raw: BinaryIO, counted: Callable[[int], None]) -> None:
+        self.raw = raw
+        self.counted = counted
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.counted(len(data))
+        return len(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        written = self.raw.write(data)
+        self.counted(len(data))
+        return written
+
+
+def _drain(reader: BinaryIO) -> None:
+    while reader.read(1 << 16):
+        pass
+
+
+def encrypt_stream(
+    produce: Callable[[BinaryIO], None],
+    target: BinaryIO,
+    recipients: list[x25519.Recipient],
+    counted: Callable[[int], None],
+) -> None:
+    """Run produce(writer) in a thread; everything it writes is encrypted into target."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def producer() -> None:
+        with os.fdopen(write_fd, "wb") as writer:
+            try:
+                produce(writer)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+
+    thread = threading.Thread(target=producer, name="backup-pack", daemon=True)
+    thread.start()
+    with os.fdopen(read_fd, "rb") as reader:
+        try:
+            pyrage.encrypt_io(reader, _Counting(target, counted), recipients)  # type: ignore[arg-type]
+        finally:
+            _drain(reader)  # never leave the producer blocked on a full pipe
+            thread.join()
+    if failure:
+        raise failure[0]
+
+
+def decrypt_stream(
+    source: BinaryIO,
+    consume: Callable[[BinaryIO], None],
+    identities: list[x25519.Identity],
+    counted: Callable[[int], None],
+) -> None:
+    """Decrypt source into consume(reader), run in a thread. Raises ArchiveUnreadable when the
+    identity does not fit or the ciphertext does not authenticate (before consume's error,
+    which is then only its consequence)."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def consumer() -> None:
+        with os.fdopen(read_fd, "rb") as reader:
+            try:
+                consume(reader)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+            finally:
+                _drain(reader)  # let the decryption finish even when the consumer gave up
+
+    thread = threading.Thread(target=consumer, name="backup-unpack", daemon=True)
+    thread.start()
+    try:
+        with os.fdopen(write_fd, "wb") as writer:
+            pyrage.decrypt_io(_Counting(source, counted), writer, identities)  # type: ignore[arg-type]
+    except (pyrage.DecryptError, OSError) as exc:
+        thread.join()
+        # Past the header, pyrage reports a chunk that fails authentication as an OSError
+        # without an errno; one with an errno is the disk's, not the archive's.
+        if isinstance(exc, OSError) and not isinstance(exc, pyrage.DecryptError) and exc.errno:
+            raise
+        if "no matching keys" in str(exc).lower():
+            raise ArchiveUnreadable(
+                "the identity does not open this archive (it was encrypted to another key)"
+            ) from None
+        raise ArchiveUnreadable(
+            f"the archive is damaged or was altered: decryption failed ({exc})"
+        ) from None
+    thread.join()
+    if failure:
+        raise failure[0]
