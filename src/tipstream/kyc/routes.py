@@ -21,6 +21,7 @@ from tipstream.kyc.schemas import (
     DecisionRequest,
     KycState,
     MrzRequest,
+    MrzSuggestion,
     SubmissionDetail,
     SubmissionSummary,
 )
@@ -188,6 +189,23 @@ class ReviewController(Controller):
             actor_id=principal.user.id,
             ip=ip,
         )
+
+    @get("/{submission_id:int}/mrz/suggestion", guards=[guards.moderator])
+    async def mrz_suggestion(
+        self,
+        submission_id: SubmissionId,
+        principal: Principal,
+        conn: Conn,
+        settings: Settings,
+        ip: str,
+    ) -> Response[MrzSuggestion]:
+        """The MRZ OCR (tesseract, where installed) reads off the document images, valid by its
+        check digits, and which form fields it disagrees with; audited, never cached. Confirm
+        it by POSTing it to .../mrz."""
+        found = await service.mrz_suggestion(
+            conn, settings, submission_id, actor_id=principal.user.id, ip=ip
+        )
+        return Response(found, headers=NO_STORE)
 
     @post("/{submission_id:int}/mrz", guards=[guards.moderator], status_code=200)
     async def mrz(

@@ -104,3 +104,34 @@ class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class MrzRequest(msgspec.Struct, forbid_unknown_fields=True):
     mrz: MrzText
+
+
+class MrzFields(msgspec.Struct):
+    """What an MRZ says, parsed with every check digit valid."""
+
+    format: str
+    document_code: str
+    issuing_state: str
+    surname: str
+    given_names: str
+    document_number: str
+    nationality: str
+    birth_date: date
+    sex: str
+    expiry_date: date
+
+
+class MrzSuggestion(msgspec.Struct):
+    """The MRZ tesseract read off the document images, for the reviewer to check and submit to
+    POST .../mrz; only one whose check digits all hold is suggested."""
+
+    ocr_available: bool
+    found: bool
+    mrz: str | None = None
+    image: str | None = None
+    # Characters changed from what OCR read (O/0-style confusions the check digits confirmed).
+    corrections: int = 0
+    fields: MrzFields | None = None
+    # Form fields the suggested MRZ disagrees with.
+    mismatches: list[str] = msgspec.field(default_factory=list)
+    note: str | None = None

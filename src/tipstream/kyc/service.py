@@ -5,6 +5,7 @@ every view of personal data and every decision is written to the audit log."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,11 +20,13 @@ from tipstream.audit import service as audit
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Conflict, Forbidden, InvalidInput, NotFound, Problem
-from tipstream.kyc import checks, mrz, queries, uploads
+from tipstream.kyc import checks, mrz, ocr, queries, uploads
 from tipstream.kyc.mrz import MrzError
 from tipstream.kyc.queries import SubmissionNotFound, SubmissionRow
 from tipstream.kyc.schemas import (
     KycState,
+    MrzFields,
+    MrzSuggestion,
     StoredForm,
     SubmissionDetail,
     SubmissionForm,
@@ -560,6 +563,75 @@ async def decide(
     return summary(row)
 
 
+async def _stored_form(conn: Conn, vault: Vault, form_object: UUID) -> SubmissionForm:
+    stored = msgspec.json.decode(await read_object(conn, vault, form_object), type=StoredForm)
+    return SubmissionForm(
+        legal_name=stored.legal_name,
+        date_of_birth=stored.date_of_birth,
+        country=stored.country,
+        document_type=stored.document_type,  # type: ignore[arg-type]
+        document_number=stored.document_number,
+        document_expiry=stored.document_expiry,
+        agreement_version=stored.agreement_version,
+        accept_agreement=True,
+    )
+
+
+async def mrz_suggestion(
+    conn: Conn, settings: Settings, submission_id: int, *, actor_id: int | None, ip: str | None
+) -> MrzSuggestion:
+    """The MRZ OCR reads off the front (then back) image, validated by its check digits and
+    cross-checked against the form: a suggestion the reviewer confirms with check_mrz. Reading
+    the documents is a view of personal data, so it is audited."""
+    row = await queries.get_submission(conn, submission_id)
+    if row.purged_at is not None or row.form_object is None:
+        raise KycState409("the submission was purged")
+    if ocr.tesseract() is None:
+        return MrzSuggestion(
+            ocr_available=False,
+            found=False,
+            note="OCR (tesseract) is not installed on this host: type the MRZ",
+        )
+    vault = open_vault(settings)
+    await audit.record(
+        conn,
+        "kyc.ocr",
+        actor_id=actor_id,
+        target_type="kyc_submission",
+        target_id=row.id,
+        ip=ip,
+        details={"user_id": row.user_id},
+    )
+    form = await _stored_form(conn, vault, row.form_object)
+    for name in ("front", "back"):
+        object_id = row.image_objects.get(name)
+        if object_id is None:
+            continue
+        try:
+            data = await read_object(conn, vault, object_id)
+            reading = await asyncio.to_thread(ocr.read_mrz, data, today=today())
+        except ObjectGone:
+            continue
+        except ocr.OcrUnavailable:
+            break
+        if reading is not None:
+            parsed = reading.parsed
+            return MrzSuggestion(
+                ocr_available=True,
+                found=True,
+                mrz=reading.text,
+                image=name,
+                corrections=reading.corrections,
+                fields=MrzFields(**dataclasses.asdict(parsed)),
+                mismatches=checks.cross_check(form, parsed),
+            )
+    return MrzSuggestion(
+        ocr_available=True,
+        found=False,
+        note="no MRZ with valid check digits was read off the images: type it",
+    )
+
+
 async def check_mrz(
     conn: Conn,
     settings: Settings,
@@ -574,18 +646,7 @@ async def check_mrz(
     row = await queries.get_submission(conn, submission_id)
     if row.purged_at is not None or row.form_object is None:
         raise KycState409("the submission was purged")
-    vault = open_vault(settings)
-    stored = msgspec.json.decode(await read_object(conn, vault, row.form_object), type=StoredForm)
-    form = SubmissionForm(
-        legal_name=stored.legal_name,
-        date_of_birth=stored.date_of_birth,
-        country=stored.country,
-        document_type=stored.document_type,  # type: ignore[arg-type]
-        document_number=stored.document_number,
-        document_expiry=stored.document_expiry,
-        agreement_version=stored.agreement_version,
-        accept_agreement=True,
-    )
+    form = await _stored_form(conn, open_vault(settings), row.form_object)
     try:
         flags, found = checks.mrz_findings(form, text, today())
     except MrzError as exc:
