@@ -86,18 +86,21 @@ def _check_processor(settings: Settings, processor_name: str) -> None:
 async def _window(
     conn: Conn, settings: Settings, since: datetime | None, until: datetime
 ) -> datetime:
-    """Where a run starts: as asked, else a little before the last good run ended, else at the
-    oldest unconfirmed hint, else one Data Link window back."""
+    """Where a run starts: as asked; else a little before the last good run ended (a worker
+    down for days catches up, in several requests), reaching back to the oldest unconfirmed
+    hint too (a webhook later than Data Link's listing) but never more than one request's span
+    for that; with no run yet, one hour back."""
     config = settings.payments.ccbill
     if since is not None:
         return since
     overlap = timedelta(minutes=config.reconcile_overlap_minutes)
     last = await queries.last_good_window_end(conn, "ccbill")
-    if last is not None:
-        start = last - overlap
-    else:
-        oldest = await queries.oldest_pending_hint(conn, "ccbill")
-        start = oldest - overlap if oldest else until - timedelta(hours=1)
+    start = last - overlap if last is not None else until - timedelta(hours=1)
+    oldest = await queries.oldest_pending_hint(conn, "ccbill")
+    if oldest is not None:
+        start = min(
+            start, max(oldest - overlap, until - timedelta(hours=config.datalink_max_window_hours))
+        )
     return min(start, until - timedelta(minutes=1))
 
 

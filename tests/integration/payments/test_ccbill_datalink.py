@@ -485,6 +485,30 @@ async def test_unconfirmed_sales_are_flagged_and_wrong_amounts_not_credited(
     assert await balance(db, user) == 100
 
 
+async def test_a_webhook_later_than_datalink_still_credits(
+    db: Conn, dl_settings: Settings, new_user: NewUser, stub: DatalinkStub
+) -> None:
+    user, sub = await new_user(), new_subscription()
+    started = await service.start_checkout(
+        db, dl_settings, user_id=user, package_id="tkn-100", processor_name="ccbill"
+    )
+    stub.body = new_line(sub, at=datetime.now(UTC) - timedelta(hours=5))
+    early = await reconcile.reconcile(db, dl_settings, "ccbill")
+    assert (early.counts.unmatched, early.counts.credited) == (1, 0)
+    assert await announce_sale(db, dl_settings, started.purchase_id, sub) == ["pending"]
+    await db.execute(
+        "UPDATE sale_hints SET hinted_at = now() - interval '5 hours' WHERE purchase_id = %s",
+        (started.purchase_id,),
+    )
+    # The next run reaches back to the pending hint (less the overlap), not just to the last run.
+    late = await reconcile.reconcile(db, dl_settings, "ccbill")
+    assert late.counts.credited == 1 and late.window_start is not None
+    assert datetime.now(UTC) - late.window_start > timedelta(hours=5, minutes=59)
+    start = datetime.strptime(stub.seen[-1]["startTime"][0], "%Y%m%d%H%M%S")
+    assert abs(start.replace(tzinfo=CCBILL_ZONE) - late.window_start) < timedelta(seconds=1)
+    assert await balance(db, user) == 100
+
+
 async def test_a_sale_no_webhook_announced_credits_nobody(
     db: Conn, dl_settings: Settings, stub: DatalinkStub
 ) -> None:
