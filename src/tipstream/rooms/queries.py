@@ -193,3 +193,50 @@ async def is_banned(conn: Conn, *, performer_id: int, user_id: int) -> bool:
         {"performer_id": performer_id, "user_id": user_id},
     )
     return await cur.fetchone() is not None
+
+
+@dataclass
+class TipMenuItemRow:
+    position: int
+    label: str
+    tokens: int
+
+
+async def tip_menu(conn: Conn, performer_id: int) -> list[TipMenuItemRow]:
+    async with conn.cursor(row_factory=class_row(TipMenuItemRow)) as cur:
+        await cur.execute(
+            """
+            SELECT position, label, tokens FROM tip_menu_items
+            WHERE performer_id = %(performer_id)s
+            ORDER BY position
+            """,
+            {"performer_id": performer_id},
+        )
+        return await cur.fetchall()
+
+
+async def replace_tip_menu(
+    conn: Conn, performer_id: int, items: list[tuple[str, int]]
+) -> list[TipMenuItemRow]:
+    """Swap the performer's whole menu for these (label, tokens) items, in this order."""
+    await conn.execute(
+        "DELETE FROM tip_menu_items WHERE performer_id = %(performer_id)s",
+        {"performer_id": performer_id},
+    )
+    async with conn.cursor(row_factory=class_row(TipMenuItemRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO tip_menu_items (performer_id, position, label, tokens)
+            SELECT %(performer_id)s, item.ord - 1, item.label, item.tokens
+            FROM unnest(%(labels)s::text[], %(tokens)s::bigint[])
+                 WITH ORDINALITY AS item (label, tokens, ord)
+            RETURNING position, label, tokens
+            """,
+            {
+                "performer_id": performer_id,
+                "labels": [label for label, _ in items],
+                "tokens": [tokens for _, tokens in items],
+            },
+        )
+        rows = await cur.fetchall()
+    return sorted(rows, key=lambda r: r.position)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from litestar import Controller, Litestar, WebSocket, delete, get, post, websocket
+from litestar import Controller, Litestar, WebSocket, delete, get, post, put, websocket
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -21,7 +21,7 @@ from tipstream.accounts.service import Principal
 from tipstream.config import Settings
 from tipstream.db import Conn, Pool
 from tipstream.errors import Problem
-from tipstream.rooms import queries, service
+from tipstream.rooms import service
 from tipstream.rooms import socket as room_socket_impl
 from tipstream.rooms.hub import RoomHub
 from tipstream.rooms.schemas import (
@@ -30,6 +30,8 @@ from tipstream.rooms.schemas import (
     Goal,
     GoalRequest,
     Stream,
+    TipMenu,
+    TipMenuRequest,
 )
 from tipstream.rooms.sfu import RoomSpec, Sfu
 
@@ -69,15 +71,11 @@ class StreamsController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> list[Stream]:
         """Live streams, most recently started first, with their viewer counts."""
-        rows = await queries.list_streams(conn, status="live", limit=limit, listed_only=True)
-        counts = await service.viewer_counts(kv, settings, [r.id for r in rows])
-        return [service.to_stream(r, counts.get(r.id, 0)) for r in rows]
+        return await service.public_live_streams(conn, kv, settings, limit=limit)
 
     @get("/{stream_id:int}", guards=[guards.public])
     async def show(self, stream_id: StreamId, conn: Conn, kv: Valkey, settings: Settings) -> Stream:
-        row = await queries.get_stream(conn, stream_id)
-        counts = await service.viewer_counts(kv, settings, [row.id])
-        return service.to_stream(row, counts.get(row.id, 0))
+        return await service.show_stream(conn, kv, settings, stream_id)
 
     @post("/{stream_id:int}/live", guards=[guards.performer], status_code=200)
     async def go_live(
@@ -140,6 +138,37 @@ class StreamsController(Controller):
         return service.to_stream(row)
 
 
+UserId = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
+
+
+class TipMenuController(Controller):
+    path = "/api/performers/{performer_id:int}/tip-menu"
+    tags = ["tip menus"]
+    dependencies = DEPENDENCIES
+
+    @get("", guards=[guards.public])
+    async def show(self, performer_id: UserId, conn: Conn) -> TipMenu:
+        """A performer's tip menu: the priced items viewers tip with one click."""
+        return await service.tip_menu(conn, performer_id)
+
+    @put("", guards=[guards.performer], status_code=200)
+    async def replace(
+        self,
+        performer_id: UserId,
+        data: TipMenuRequest,
+        principal: Principal,
+        conn: Conn,
+        kv: Valkey,
+        settings: Settings,
+        ip: str,
+    ) -> TipMenu:
+        """Replace your own tip menu (at most 20 items, in the order given); viewers in your
+        live room see the new menu at once."""
+        return await service.set_tip_menu(
+            conn, kv, settings, principal, performer_id, data.items, ip=ip
+        )
+
+
 async def _socket_signed_in(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
@@ -186,4 +215,4 @@ def lifespan(settings: Settings) -> Any:
     return rooms_lifespan
 
 
-ROUTES: list[Any] = [StreamsController, room_socket]
+ROUTES: list[Any] = [StreamsController, TipMenuController, room_socket]

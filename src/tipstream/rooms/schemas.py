@@ -139,3 +139,29 @@ class Goal(msgspec.Struct):
     target: int
     progress: int
     reached: bool
+
+
+# --------------------------------------------------------------------------- tip menus
+
+TIP_MENU_MAX_ITEMS = 20
+# Shown to others and sent as the tip's message: no control characters, something not blank.
+MenuLabel = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=60, pattern=r"^(?=.*\S)[^\x00-\x1f\x7f]+$")
+]
+MenuTokens = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+
+
+class TipMenuItem(msgspec.Struct, forbid_unknown_fields=True):
+    label: MenuLabel
+    tokens: MenuTokens
+
+
+class TipMenuRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The whole menu, in the order viewers see it; an empty list clears it."""
+
+    items: Annotated[list[TipMenuItem], msgspec.Meta(max_length=TIP_MENU_MAX_ITEMS)]
+
+
+class TipMenu(msgspec.Struct):
+    performer_id: int
+    items: list[TipMenuItem]

@@ -12,17 +12,24 @@ import structlog
 from valkey.asyncio import Valkey
 
 from tipstream import kv as kvmod
+from tipstream.accounts import service as accounts
 from tipstream.accounts.queries import UserRow
 from tipstream.accounts.service import Principal
 from tipstream.audit import service as audit
 from tipstream.config import Settings
 from tipstream.db import Conn
-from tipstream.errors import Conflict, Forbidden, Problem
+from tipstream.errors import Conflict, Forbidden, InvalidInput, NotFound, Problem
 from tipstream.kyc import service as kyc
 from tipstream.rooms import goals, queries
 from tipstream.rooms.janus import JanusError
 from tipstream.rooms.queries import StreamRow
-from tipstream.rooms.schemas import CreateStreamRequest, Goal, Stream
+from tipstream.rooms.schemas import (
+    CreateStreamRequest,
+    Goal,
+    Stream,
+    TipMenu,
+    TipMenuItem,
+)
 from tipstream.rooms.sfu import RoomSpec, Sfu, new_room
 
 log = structlog.get_logger("tipstream.rooms.service")
@@ -69,6 +76,23 @@ def to_stream(row: StreamRow, viewers: int = 0) -> Stream:
         created_at=row.created_at,
         viewers=viewers,
     )
+
+
+async def public_live_streams(
+    conn: Conn, kv: Valkey, settings: Settings, *, limit: int
+) -> list[Stream]:
+    """Live streams as the public listings show them (not those moderation hid), most
+    recently started first, with their viewer counts."""
+    rows = await queries.list_streams(conn, status="live", limit=limit, listed_only=True)
+    counts = await viewer_counts(kv, settings, [r.id for r in rows])
+    return [to_stream(r, counts.get(r.id, 0)) for r in rows]
+
+
+async def show_stream(conn: Conn, kv: Valkey, settings: Settings, stream_id: int) -> Stream:
+    """One stream with its viewer count; StreamNotFound when there is no such stream."""
+    row = await queries.get_stream(conn, stream_id)
+    counts = await viewer_counts(kv, settings, [row.id])
+    return to_stream(row, counts.get(row.id, 0))
 
 
 def room_of(row: StreamRow) -> RoomSpec:
@@ -258,3 +282,77 @@ async def clear_goal(
     if row.performer_id != principal.user.id:
         raise NotYourStream
     await goals.clear_goal(kv, settings, stream_id)
+
+
+# --------------------------------------------------------------------------- tip menus
+
+
+class NotYourMenu(Forbidden):
+    slug, title = "not-your-menu", "This tip menu belongs to another performer"
+
+
+class NoSuchPerformer(NotFound):
+    slug, title = "performer-not-found", "Performer not found"
+
+
+def _menu(performer_id: int, rows: list[queries.TipMenuItemRow]) -> TipMenu:
+    return TipMenu(
+        performer_id=performer_id,
+        items=[TipMenuItem(label=r.label, tokens=r.tokens) for r in rows],
+    )
+
+
+async def tip_menu(conn: Conn, performer_id: int) -> TipMenu:
+    """A performer's tip menu as viewers see it (empty when they have not set one)."""
+    try:
+        user = await accounts.get_user(conn, performer_id)
+    except NotFound:
+        raise NoSuchPerformer(f"no performer {performer_id}") from None
+    if user.role != "performer":
+        raise NoSuchPerformer(f"no performer {performer_id}")
+    return _menu(performer_id, await queries.tip_menu(conn, performer_id))
+
+
+def _clean_menu(items: list[TipMenuItem]) -> list[tuple[str, int]]:
+    """Labels trimmed; one label once (case-insensitive). Field errors name the item, as the
+    request validator's do (items[2].label), so the editor marks the right row."""
+    cleaned: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    errors: list[dict[str, str]] = []
+    for index, item in enumerate(items):
+        label = " ".join(item.label.split())
+        if label.lower() in seen:
+            errors.append(
+                {"key": f"items[{index}].label", "message": "This label is already on the menu"}
+            )
+        seen.add(label.lower())
+        cleaned.append((label, item.tokens))
+    if errors:
+        raise InvalidInput("each item on the menu needs its own label", extra={"errors": errors})
+    return cleaned
+
+
+async def set_tip_menu(
+    conn: Conn, kv: Valkey, settings: Settings, principal: Principal, performer_id: int,
+    items: list[TipMenuItem], *, ip: str | None,
+) -> TipMenu:  # fmt: skip
+    """The performer replaces their own tip menu; viewers in their live room see it at once."""
+    if principal.user.id != performer_id:
+        raise NotYourMenu
+    cleaned = _clean_menu(items)
+    async with conn.transaction():
+        rows = await queries.replace_tip_menu(conn, performer_id, cleaned)
+        await audit.record(
+            conn,
+            "tip_menu.set",
+            actor_id=principal.user.id,
+            target_type="user",
+            target_id=str(performer_id),
+            ip=ip,
+            details={"items": len(rows)},
+        )
+    menu = _menu(performer_id, rows)
+    event = {"type": "tip_menu", **msgspec.to_builtins(menu)}
+    for row in await queries.list_streams(conn, status="live", performer_id=performer_id, limit=5):
+        await publish_room_event(kv, settings, row.id, event)
+    return menu

@@ -26,7 +26,6 @@ from tipstream.accounts.service import MfaRequired, Principal
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Forbidden, NotFound, Unauthorized, handle_problem
-from tipstream.rooms import queries as rooms_queries
 from tipstream.rooms import service as rooms_service
 from tipstream.web import assets
 
@@ -99,9 +98,7 @@ async def rooms_partial(
     principal: Principal | None, conn: Conn, kv: Valkey, settings: Settings
 ) -> Template:
     """The live rooms grid; htmx swaps it in and refreshes it."""
-    rows = await rooms_queries.list_streams(conn, status="live", limit=60, listed_only=True)
-    counts = await rooms_service.viewer_counts(kv, settings, [r.id for r in rows])
-    streams = [rooms_service.to_stream(r, counts.get(r.id, 0)) for r in rows]
+    streams = await rooms_service.public_live_streams(conn, kv, settings, limit=60)
     return _page("partials/rooms.html", principal, streams=streams)
 
 
@@ -122,9 +119,11 @@ async def signup(principal: Principal | None, settings: Settings) -> Template:
     dependencies=OPTIONAL_PRINCIPAL,
     include_in_schema=False,
 )
-async def room(principal: Principal | None, stream_id: StreamId, conn: Conn) -> Template:
-    row = await rooms_queries.get_stream(conn, stream_id)
-    return _page("room.html", principal, stream=rooms_service.to_stream(row))
+async def room(
+    principal: Principal | None, stream_id: StreamId, conn: Conn, kv: Valkey, settings: Settings
+) -> Template:
+    stream = await rooms_service.show_stream(conn, kv, settings, stream_id)
+    return _page("room.html", principal, stream=stream)
 
 
 @get("/wallet", guards=[guards.signed_in], dependencies=PRINCIPAL, include_in_schema=False)
@@ -266,7 +265,7 @@ PAGES = Router(
     exception_handlers={
         Unauthorized: _to_login,
         Forbidden: _refused,
-        rooms_queries.StreamNotFound: _not_found,
+        NotFound: _not_found,
     },
     include_in_schema=False,
 )

@@ -43,15 +43,19 @@ export async function api(method, path, body, { idempotencyKey, form } = {}) {
 }
 
 // Field errors of a problem+json answer: Litestar's validation list ({key, message}) or a
-// problem's own "field" member; everything else goes to the form's general error line.
+// problem's own "field" member; everything else goes to the form's general error line. A key
+// like items[2].label goes to the slot for exactly that key if the form has one (list editors),
+// else to the slot of its last part (label).
 export function showProblem(form, error) {
   clearErrors(form);
   const general = form.querySelector("[data-form-error]");
   const problem = error instanceof ApiError ? error.problem : { detail: String(error.message || error) };
   let placed = false;
   for (const item of problem.errors || []) {
-    const key = (item.key || "").split(".").pop();
-    const slot = form.querySelector(`[data-error-for="${key}"]`);
+    const full = CSS.escape(item.key || "");
+    const exact = form.querySelector(`[data-error-for="${full}"]`);
+    const key = exact ? full : CSS.escape((item.key || "").split(".").pop());
+    const slot = exact || form.querySelector(`[data-error-for="${key}"]`);
     if (slot) {
       slot.textContent = item.message;
       const input = form.querySelector(`[name="${key}"]`);

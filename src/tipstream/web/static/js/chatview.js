@@ -5,8 +5,10 @@ import { emoteText } from "./roomsocket.js";
 
 const MAX_MESSAGES = 200;
 
-export function chatView(log, socket, { moderate = false, onReport = null } = {}) {
+export function chatView(log, socket, { moderate = false, onReport = null, onReportUser = null, me = 0 } = {}) {
   function add(message) {
+    // A reconnect's welcome repeats the recent history: keep each message once.
+    if (message.id && log.querySelector(`[data-message="${message.id}"]`)) return;
     const item = el(
       "li",
       { "data-message": String(message.id) },
@@ -21,10 +23,16 @@ export function chatView(log, socket, { moderate = false, onReport = null } = {}
       mute.addEventListener("click", () => socket.send({ type: "moderate", action: "mute", user_id: message.user_id, seconds: 600 }));
       item.append(" ", del, " ", mute);
     }
-    if (onReport && message.id) {
+    const theirs = message.user_id !== me; // nobody reports themselves
+    if (onReport && message.id && theirs) {
       const report = el("button", { type: "button", class: "tiny", "aria-label": `Report message from ${message.name}` }, "Report");
       report.addEventListener("click", () => onReport(message));
       item.append(" ", report);
+    }
+    if (onReportUser && message.user_id && theirs) {
+      const reportUser = el("button", { type: "button", class: "tiny", "aria-label": `Report user ${message.name}` }, "Report user");
+      reportUser.addEventListener("click", () => onReportUser(message));
+      item.append(" ", reportUser);
     }
     log.append(item);
     while (log.children.length > MAX_MESSAGES) log.firstElementChild.remove();

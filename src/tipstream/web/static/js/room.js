@@ -4,9 +4,11 @@ import { RoomSocket, peer } from "./roomsocket.js";
 import { chatView, wireChatForm } from "./chatview.js";
 import { burst, feedItem } from "./tipfx.js";
 import { showGoal } from "./goalview.js";
+import { menuUrl, menuView } from "./tipmenu.js";
 
 const root = document.querySelector("[data-room]");
 const streamId = Number(root.dataset.room);
+const performerId = Number(root.dataset.performer);
 const video = document.getElementById("remote");
 const status = root.querySelector("[data-video-status]");
 const feed = root.querySelector("[data-tip-feed]");
@@ -75,6 +77,7 @@ const socket = new RoomSocket(streamId, {
     chat.notice("You joined the room.");
     for (const line of message.history || []) chat.add(line);
     showGoal(root, message.goal);
+    loadMenu();
     if (message.publisher_up) subscribe();
     else say("Waiting for the performer to start the camera…");
   },
@@ -92,6 +95,7 @@ const socket = new RoomSocket(streamId, {
   tip: onTip,
   goal: (m) => showGoal(root, m),
   goal_cleared: () => showGoal(root, null),
+  tip_menu: (m) => showMenu(m),
   viewers: (m) => {
     root.querySelector("[data-viewers]").textContent = m.count;
   },
@@ -110,7 +114,11 @@ const socket = new RoomSocket(streamId, {
     say(code === 4409 ? "This show has ended or is not live yet." : code === 4403 ? "You can't join this room." : "Log in to watch.");
   },
 });
-const chat = chatView(chatLog, socket, { onReport: (m) => openReport("message", m) });
+const chat = chatView(chatLog, socket, {
+  onReport: (m) => openReport("message", m),
+  onReportUser: (m) => openReport("user", m),
+  me: Number(root.dataset.me || 0),
+});
 
 // Reports (moderation API): the stream, a chat message, or the user who wrote it.
 const dialog = document.querySelector("[data-report-dialog]");
@@ -118,7 +126,8 @@ let reporting = null;
 function openReport(target, message) {
   if (!dialog) return;
   reporting = { target, message };
-  dialog.querySelector("[data-report-what]").textContent = message ? `${message.name}'s message` : "this stream";
+  const what = { stream: "this stream", message: `${message && message.name}'s message`, user: message && message.name };
+  dialog.querySelector("[data-report-what]").textContent = what[target];
   clearErrors(dialog.querySelector("form"));
   dialog.showModal();
 }
@@ -128,10 +137,8 @@ if (dialog) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { target: reporting.target, reason: form.querySelector('[name="reason"]').value, stream_id: streamId };
-    if (reporting.message) {
-      body.message_id = reporting.message.id;
-      body.user_id = reporting.message.user_id;
-    }
+    if (reporting.target === "message") body.message_id = reporting.message.id;
+    if (reporting.message) body.user_id = reporting.message.user_id;
     try {
       await api("POST", "/api/moderation/reports", body);
       dialog.close();
@@ -158,6 +165,39 @@ root.querySelector("[data-quality]").addEventListener("change", (event) => {
 });
 
 const tipForm = root.querySelector("[data-tip-form]");
+// One idempotency key per tip: a retry of the same tip (same body after a network error or a
+// 5xx) reuses it, so it is never charged twice; any other tip gets a fresh key.
+let pending = null;
+async function sendTip(body, button) {
+  clearErrors(tipForm);
+  const text = JSON.stringify(body);
+  if (!pending || pending.text !== text) pending = { text, key: newKey() };
+  button.disabled = true;
+  try {
+    await api("POST", `/api/streams/${streamId}/tips`, body, { idempotencyKey: pending.key });
+    pending = null;
+    refreshBalance();
+    return true;
+  } catch (error) {
+    if (error.status && error.status < 500) pending = null;
+    showProblem(tipForm, error);
+    return false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+const showMenu = menuView(root.querySelector("[data-tip-menu]"), {
+  signedIn: root.dataset.signedIn === "yes",
+  onTip: (item, button) => sendTip({ tokens: item.tokens, message: item.label }, button),
+});
+function loadMenu() {
+  api("GET", menuUrl(performerId))
+    .then(showMenu)
+    .catch(() => {});
+}
+loadMenu();
+
 if (tipForm) {
   const amount = tipForm.querySelector('[name="tokens"]');
   for (const preset of tipForm.querySelectorAll("[data-preset]")) {
@@ -166,27 +206,12 @@ if (tipForm) {
       tipForm.requestSubmit();
     });
   }
-  let pendingKey = null;
   tipForm.addEventListener("submit", async (event) => {
     event.preventDefault();
-    clearErrors(tipForm);
-    const message = tipForm.querySelector('[name="message"]').value.trim();
+    const messageInput = tipForm.querySelector('[name="message"]');
+    const message = messageInput.value.trim();
     const body = { tokens: Number(amount.value) };
     if (message) body.message = message;
-    // The same key for a retry of the same tip, a fresh one for the next tip.
-    pendingKey = pendingKey || newKey();
-    const button = tipForm.querySelector("[data-tip-button]");
-    button.disabled = true;
-    try {
-      await api("POST", `/api/streams/${streamId}/tips`, body, { idempotencyKey: pendingKey });
-      pendingKey = null;
-      tipForm.querySelector('[name="message"]').value = "";
-      refreshBalance();
-    } catch (error) {
-      if (error.status && error.status < 500) pendingKey = null;
-      showProblem(tipForm, error);
-    } finally {
-      button.disabled = false;
-    }
+    if (await sendTip(body, tipForm.querySelector("[data-tip-button]"))) messageInput.value = "";
   });
 }

@@ -5,6 +5,7 @@ import { RoomSocket, peer } from "./roomsocket.js";
 import { chatView, wireChatForm } from "./chatview.js";
 import { burst, chime, feedItem } from "./tipfx.js";
 import { showGoal } from "./goalview.js";
+import { menuEditor } from "./tipmenu.js";
 
 const root = document.querySelector("[data-studio]");
 const me = Number(root.dataset.user);
@@ -220,6 +221,8 @@ root.querySelector("[data-goal-clear]").addEventListener("click", async () => {
     showProblem(goalForm, error);
   }
 });
+
+menuEditor(root.querySelector("[data-menu-form]"), me);
 
 async function init() {
   await listDevices().catch(() => {});

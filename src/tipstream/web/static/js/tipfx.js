@@ -34,6 +34,8 @@ export function burst(layer, tip) {
     el("strong", {}, `${tip.tokens} tokens`),
     el("span", {}, ` from ${tip.viewer_name}`),
   );
+  // A tip-menu item's label (or a short public message) rides along with the burst.
+  if (tip.message) node.append(el("span", { class: "burst-message" }, tip.message.slice(0, 60)));
   layer.append(node);
   node.addEventListener("animationend", () => node.remove());
   setTimeout(() => node.remove(), 6000);
