@@ -50,7 +50,8 @@ CHROMIUM_ARGS = [
 E2E_DIR = Path(__file__).parent
 ROOT = E2E_DIR.parent.parent
 AXE = E2E_DIR / "node_modules" / "axe-core" / "axe.min.js"
-SCREENSHOTS = Path(os.environ.get("TIPSTREAM_SCREENSHOTS", ROOT / "var" / "screenshots"))
+# Not TIPSTREAM_*: the app process inherits our environment and would take it for a setting.
+SCREENSHOTS = Path(os.environ.get("E2E_SCREENSHOTS", ROOT / "var" / "screenshots"))
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
 
