@@ -37,10 +37,19 @@ app = typer.Typer(
     help="Streams: list, show, end (destroys the room at once).", no_args_is_help=True
 )
 STATUSES = ("live", "scheduled", "ended", "all")
+COLUMNS = ["id", "status", "performer", "performer id", "title", "viewers", "health", "started",
+           "end reason"]  # fmt: skip
 
 
 def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _health(stream: Stream) -> str:
+    """Good, or degraded with the slow links and lost packets Janus reported lately."""
+    if stream.health == "good":
+        return "good"
+    return f"degraded ({stream.slow_links} slow links, {stream.lost_packets} lost)"
 
 
 def _rows(streams: list[Stream]) -> list[tuple[Any, ...]]:
@@ -52,6 +61,7 @@ def _rows(streams: list[Stream]) -> list[tuple[Any, ...]]:
             s.performer_id,
             s.title,
             s.viewers,
+            _health(s),
             _when(s.started_at),
             s.end_reason or "",
         )
@@ -78,15 +88,14 @@ def list_streams(
             performer_id=performer,
             limit=limit,
         )
-        counts = await service.viewer_counts(kv, cfg, [r.id for r in rows])
-        return [service.to_stream(r, counts.get(r.id, 0)) for r in rows]
+        return await service.with_live_state(kv, cfg, rows)
 
     streams = run(with_conn_kv(cfg, fetch))
     if as_json:
         print_json(streams)
         return
     print_table(
-        ["id", "status", "performer", "performer id", "title", "viewers", "started", "end reason"],
+        COLUMNS,
         _rows(streams),
     )
     out.print(f"{len(streams)} stream(s)")
@@ -102,8 +111,7 @@ def show(
 
     async def fetch(conn: Conn, kv: Valkey) -> Stream:
         row = await queries.get_stream(conn, stream_id)
-        counts = await service.viewer_counts(kv, cfg, [row.id])
-        return service.to_stream(row, counts.get(row.id, 0))
+        return (await service.with_live_state(kv, cfg, [row]))[0]
 
     stream = run(with_conn_kv(cfg, fetch))
     if as_json:
@@ -119,6 +127,7 @@ def show(
             ("tags", ", ".join(stream.tags) or "-"),
             ("adult", "yes" if stream.adult else "no"),
             ("viewers", stream.viewers),
+            ("health", _health(stream)),
             ("scheduled", _when(stream.scheduled_at)),
             ("started", _when(stream.started_at)),
             ("ended", _when(stream.ended_at)),

@@ -133,6 +133,9 @@ class RoomsSettings(msgspec.Struct, forbid_unknown_fields=True):
     # How long a live stream waits for its publisher to come back before it ends.
     publisher_grace_seconds: int = 60
     viewer_count_interval_seconds: float = 2.0
+    # A stream shows "degraded" while Janus reported a slow link of its performer's media
+    # within this many seconds (rooms/linkhealth.py).
+    slowlink_window_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
 
 
 class TurnSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -38,6 +38,12 @@ class Stream(msgspec.Struct):
     end_reason: str | None
     created_at: datetime
     viewers: int = 0
+    # How well the performer's media reaches the SFU (rooms/linkhealth.py): "degraded" while
+    # Janus reported slow links within [rooms] slowlink_window_seconds; their count and the
+    # packets Janus said were lost in them.
+    health: Literal["good", "degraded"] = "good"
+    slow_links: int = 0
+    lost_packets: int = 0
 
 
 class IceServer(msgspec.Struct):

@@ -20,8 +20,10 @@ from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Conflict, Forbidden, InvalidInput, NotFound, Problem
 from tipstream.kyc import service as kyc
-from tipstream.rooms import goals, queries
+from tipstream.rooms import goals, linkhealth, queries
 from tipstream.rooms.janus import JanusError
+from tipstream.rooms.linkhealth import GOOD as GOOD_LINK
+from tipstream.rooms.linkhealth import LinkHealth
 from tipstream.rooms.queries import StreamRow
 from tipstream.rooms.schemas import (
     CreateStreamRequest,
@@ -60,7 +62,7 @@ async def publish_room_event(
     await kv.publish(room_channel(settings, stream_id), msgspec.json.encode(event))
 
 
-def to_stream(row: StreamRow, viewers: int = 0) -> Stream:
+def to_stream(row: StreamRow, viewers: int = 0, link: LinkHealth = GOOD_LINK) -> Stream:
     return Stream(
         id=row.id,
         performer_id=row.performer_id,
@@ -75,7 +77,18 @@ def to_stream(row: StreamRow, viewers: int = 0) -> Stream:
         end_reason=row.end_reason,
         created_at=row.created_at,
         viewers=viewers,
+        health=link.health,
+        slow_links=link.slow_links,
+        lost_packets=link.lost_packets,
     )
+
+
+async def with_live_state(kv: Valkey, settings: Settings, rows: list[StreamRow]) -> list[Stream]:
+    """Streams with what Valkey knows of them now: viewer counts and link health."""
+    ids = [r.id for r in rows]
+    counts = await viewer_counts(kv, settings, ids)
+    links = await linkhealth.link_health(kv, settings, ids)
+    return [to_stream(r, counts.get(r.id, 0), links.get(r.id, GOOD_LINK)) for r in rows]
 
 
 async def public_live_streams(
@@ -84,15 +97,13 @@ async def public_live_streams(
     """Live streams as the public listings show them (not those moderation hid), most
     recently started first, with their viewer counts."""
     rows = await queries.list_streams(conn, status="live", limit=limit, listed_only=True)
-    counts = await viewer_counts(kv, settings, [r.id for r in rows])
-    return [to_stream(r, counts.get(r.id, 0)) for r in rows]
+    return await with_live_state(kv, settings, rows)
 
 
 async def show_stream(conn: Conn, kv: Valkey, settings: Settings, stream_id: int) -> Stream:
     """One stream with its viewer count; StreamNotFound when there is no such stream."""
     row = await queries.get_stream(conn, stream_id)
-    counts = await viewer_counts(kv, settings, [row.id])
-    return to_stream(row, counts.get(row.id, 0))
+    return (await with_live_state(kv, settings, [row]))[0]
 
 
 def room_of(row: StreamRow) -> RoomSpec:

@@ -42,6 +42,7 @@ class Participant:
         *,
         on_publisher_up: Callable[[], Any] | None = None,
         on_publisher_down: Callable[[str], Any] | None = None,
+        on_publisher_slowlink: Callable[[bool, int], Any] | None = None,
     ) -> None:
         self.sfu = sfu
         self.room = room
@@ -49,6 +50,7 @@ class Participant:
         self.send = send
         self.on_publisher_up = on_publisher_up
         self.on_publisher_down = on_publisher_down
+        self.on_publisher_slowlink = on_publisher_slowlink
         self.handle: Handle | None = None
         self.role: str | None = None
         self._events: asyncio.Task[None] | None = None
@@ -193,14 +195,18 @@ class Participant:
             if self.role == "publisher" and self.on_publisher_down is not None:
                 await _maybe_await(self.on_publisher_down("publisher hung up"))
         elif event.kind == "slowlink":
+            uplink, lost = bool(event.raw.get("uplink")), event.raw.get("lost")
             self.send(
                 {
                     "type": "slowlink",
-                    "uplink": bool(event.raw.get("uplink")),
+                    "uplink": uplink,
                     "media": event.raw.get("media"),
-                    "lost": event.raw.get("lost"),
+                    "lost": lost,
                 }
             )
+            if self.role == "publisher" and self.on_publisher_slowlink is not None:
+                count = lost if isinstance(lost, int) else 0
+                await _maybe_await(self.on_publisher_slowlink(uplink, count))
         elif event.kind == "event" and self.role == "subscriber":
             data = event.data
             if data.get("videoroom") == "destroyed":

@@ -36,7 +36,7 @@ from tipstream.config import Settings
 from tipstream.db import Pool
 from tipstream.errors import Problem
 from tipstream.moderation import chatpolicy
-from tipstream.rooms import chat, goals, queries, service, turn
+from tipstream.rooms import chat, goals, linkhealth, queries, service, turn
 from tipstream.rooms.hub import Member, RoomHub
 from tipstream.rooms.queries import StreamNotFound, StreamRow
 from tipstream.rooms.schemas import (
@@ -158,6 +158,7 @@ class RoomSocket:
             self.send,
             on_publisher_up=self._publisher_up,
             on_publisher_down=self._publisher_down,
+            on_publisher_slowlink=self._publisher_slowlink,
         )
         self.strikes = 0
         self._down_announced = False
@@ -372,6 +373,21 @@ class RoomSocket:
         _background.add(task)
         task.add_done_callback(_background.discard)
 
+    async def _publisher_slowlink(self, uplink: bool, lost: int) -> None:
+        """Janus is losing the performer's media: the stream shows degraded in the listings
+        until a window passes without another slow link (linkhealth.py)."""
+        if uplink:
+            return  # the performer missing Janus's packets (RTCP only): not the stream's media
+        try:
+            began = await linkhealth.record_slowlink(
+                self.ctx.kv, self.settings, self.stream.id, lost=lost, uplink=uplink
+            )
+        except Exception:
+            log.exception("slowlink_record_failed", stream=self.stream.id)
+            return
+        if began:
+            log.info("stream_link_degraded", stream=self.stream.id, lost=lost, uplink=uplink)
+
     async def _end_unless_back(self, grace: float) -> None:
         """If the performer does not publish again within the grace period, the stream ends."""
         await asyncio.sleep(grace)
@@ -401,7 +417,7 @@ class RoomSocket:
             self.send({"type": "chat_withheld", "action": verdict.action})
             return
         text = verdict.text
-        await chat.publish_sequenced(
+        message_id = await chat.publish_sequenced(
             kv,
             settings,
             self.stream.id,
@@ -414,6 +430,8 @@ class RoomSocket:
                 "ts": round(time.time(), 3),
             },
         )
+        # The Detoxify tier, when configured, looks again in a worker, after the fact.
+        await chatpolicy.rescore_later(settings, self.stream.id, message_id, self.user.id, text)
 
     async def _moderate(self, message: ModerateMessage) -> None:
         by_staff = self.user.role in STAFF

@@ -367,6 +367,7 @@ def settings_toml(settings: Settings, public_url: str) -> str:
             "[rooms]",
             f"client_queue_size = {settings.rooms.client_queue_size}",
             f"publisher_grace_seconds = {settings.rooms.publisher_grace_seconds}",
+            f"slowlink_window_seconds = {settings.rooms.slowlink_window_seconds}",
             "",
         ]
     )

@@ -1,0 +1,160 @@
+"""A performer's lossy uplink, for real: the media leaving the test's namespace for Janus's is
+squeezed (tc: HTB + u32 on the veth; this kernel has no netem, so the loss is a bandwidth cap's
+tail drop) while an aiortc publisher streams; Janus misses packets and sends slowlink events,
+and the stream shows ``degraded`` in the API's listing and in ``tipctl streams`` until the link
+is fine again. A viewer's lossy downlink, the same way on Janus's side, leaves it ``good``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.rooms.conftest import AppServerFactory, MediaNet
+from tests.integration.rooms.people import Person, live_stream, sign_up
+from tests.integration.rooms.test_media import start_publisher, start_viewer
+from tests.integration.rooms.test_tipctl import tipctl, write_config
+from tipstream.config import Settings
+
+WINDOW_SECONDS = 10
+
+
+@contextlib.contextmanager
+def throttled(device: str, rate: str, *, netns: str | None = None) -> Iterator[None]:
+    """Squeeze the UDP (the media) leaving `device` through `rate` with a 5-packet queue, so
+    what doesn't fit is dropped, as on a congested link. TCP (the app's Janus WebSocket) keeps
+    the full speed: HTB's default class, u32 steering only UDP into the slow one."""
+    tc = ["ip", "netns", "exec", netns, "tc"] if netns else ["tc"]
+    steps = [
+        ["qdisc", "add", "dev", device, "root", "handle", "1:", "htb", "default", "10"],
+        ["class", "add", "dev", device, "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit"],
+        ["class", "add", "dev", device, "parent", "1:", "classid", "1:20", "htb", "rate", rate],
+        ["qdisc", "add", "dev", device, "parent", "1:20", "pfifo", "limit", "5"],
+        ["filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "u32",
+         "match", "ip", "protocol", "17", "0xff", "flowid", "1:20"],
+    ]  # fmt: skip
+    try:
+        for step in steps:
+            done = subprocess.run([*tc, *step], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                pytest.fail(f"tc {' '.join(step)} failed: {done.stderr.strip()}")
+        yield
+    finally:
+        subprocess.run(
+            [*tc, "qdisc", "del", "dev", device, "root"], capture_output=True, check=False
+        )
+
+
+async def shown(person: Person, stream_id: int) -> dict[str, Any]:
+    response = await person.http.get(f"/api/streams/{stream_id}")
+    assert response.status_code == 200, response.text
+    stream: dict[str, Any] = response.json()
+    return stream
+
+
+async def eventually(
+    check: Callable[[], Awaitable[dict[str, Any]]], accept: Callable[[dict[str, Any]], bool],
+    timeout: float,
+) -> dict[str, Any]:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s; last seen: {value}")
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.slow
+async def test_lossy_publisher_uplink_shows_stream_degraded_then_good_again(
+    app_server_factory: AppServerFactory,
+    rooms_settings_factory: Callable[..., Settings],
+    media_net: MediaNet,
+    tmp_path: Path,
+) -> None:
+    settings = rooms_settings_factory(rooms={"slowlink_window_seconds": WINDOW_SECONDS})
+    server = await app_server_factory(settings)
+    config = write_config(settings, tmp_path)
+    performer = await sign_up(server, "performer", "performer")
+    stream_id = await live_stream(performer, "Shaky uplink")
+    publisher = await start_publisher(performer, stream_id)
+    viewer = await start_viewer(await sign_up(server), stream_id)
+    try:
+        await asyncio.wait_for(viewer.arrivals.first.wait(), 20)
+        healthy = await shown(performer, stream_id)
+        assert (healthy["health"], healthy["slow_links"]) == ("good", 0), healthy
+
+        # The performer's packets to Janus squeezed through 16 kbit/s.
+        with throttled(media_net.host_if, "16kbit"):
+            slow = await publisher.room.expect("slowlink", timeout=30)
+            # uplink false: Janus is not getting all of the performer's packets.
+            assert slow["uplink"] is False and slow["lost"] > 0, slow
+            degraded = await eventually(
+                lambda: shown(performer, stream_id), lambda s: s["health"] == "degraded", 15
+            )
+            assert degraded["slow_links"] >= 1 and degraded["lost_packets"] > 0, degraded
+            assert degraded["status"] == "live"
+            listing = (await performer.http.get("/api/streams")).json()
+            listed = next(s for s in listing if s["id"] == stream_id)
+            assert listed["health"] == "degraded", listed
+            cli = tipctl(config, "streams", "list", "--json")
+            assert cli.returncode == 0, cli.stderr
+            row = next(s for s in json.loads(cli.stdout) if s["id"] == stream_id)
+            assert row["health"] == "degraded" and row["slow_links"] >= 1, row
+            table = tipctl(config, "streams", "show", str(stream_id))
+            assert table.returncode == 0 and "degraded" in table.stdout, table.stdout
+
+        # The link is fine again: once a window passes without a slow link, so is the stream.
+        restored_at = time.monotonic()
+        good = await eventually(
+            lambda: shown(performer, stream_id),
+            lambda s: s["health"] == "good",
+            WINDOW_SECONDS + 30,
+        )
+        assert good["slow_links"] == 0 and good["lost_packets"] == 0, good
+        assert time.monotonic() - restored_at >= WINDOW_SECONDS - 1
+        # And the viewer still gets the performer's frames.
+        before = len(viewer.arrivals.frames)
+        await asyncio.sleep(2)
+        assert len(viewer.arrivals.frames) > before + 10
+    finally:
+        await publisher.pc.close()
+        await viewer.pc.close()
+        await performer.post(f"/api/streams/{stream_id}/end")
+
+
+@pytest.mark.slow
+async def test_a_viewers_lossy_downlink_leaves_the_stream_good(
+    app_server_factory: AppServerFactory,
+    rooms_settings_factory: Callable[..., Settings],
+    media_net: MediaNet,
+) -> None:
+    """Only the performer's link says how the stream is: a viewer on a bad connection gets its
+    own slowlink messages, and the stream stays good for everyone else."""
+    settings = rooms_settings_factory(rooms={"slowlink_window_seconds": WINDOW_SECONDS})
+    server = await app_server_factory(settings)
+    performer = await sign_up(server, "performer", "performer")
+    stream_id = await live_stream(performer, "Steady uplink")
+    publisher = await start_publisher(performer, stream_id)
+    viewer = await start_viewer(await sign_up(server), stream_id)
+    try:
+        await asyncio.wait_for(viewer.arrivals.first.wait(), 20)
+        # Janus's packets to the viewer squeezed (its end of the veth, in its namespace).
+        with throttled(media_net.sfu_if, "16kbit", netns=media_net.name):
+            slow = await viewer.room.expect("slowlink", timeout=30)
+            assert slow["uplink"] is True and slow["lost"] > 0, slow
+            await asyncio.sleep(1)
+            during = await shown(performer, stream_id)
+            assert (during["health"], during["slow_links"]) == ("good", 0), during
+    finally:
+        await publisher.pc.close()
+        await viewer.pc.close()
+        await performer.post(f"/api/streams/{stream_id}/end")
