@@ -10,6 +10,7 @@ import typer
 from tipctl.common import config_path, fail, out, print_json
 from tipstream import db, kv
 from tipstream.config import ConfigError, Settings, load_settings
+from tipstream.moderation import detox
 from tipstream.rooms import health as rooms_health
 
 Check = Callable[[Settings], Awaitable[str]]
@@ -52,12 +53,21 @@ async def _audit(settings: Settings) -> str:
     return f"audit chain intact ({result.checked} entries)"
 
 
+async def _ccbill(settings: Settings) -> str:
+    from tipstream.payments import reconcile
+
+    async with db.connect(settings) as conn:
+        return await reconcile.health(conn, settings)
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("postgres", _postgres),
     ("valkey", _valkey),
     ("audit log", _audit),
+    ("ccbill", _ccbill),
     ("janus", rooms_health.check_janus),
     ("coturn", rooms_health.check_coturn),
+    ("detoxify", detox.doctor_check),
 ]
 
 

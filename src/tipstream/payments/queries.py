@@ -424,3 +424,24 @@ async def unlock_reconciliation(conn: Conn, processor: str) -> None:
     await conn.execute(
         "SELECT pg_advisory_unlock(hashtext('tipstream.reconcile.' || %(p)s))", {"p": processor}
     )
+
+
+async def last_run(conn: Conn, processor: str) -> ReconciliationRunRow | None:
+    async with conn.cursor(row_factory=class_row(ReconciliationRunRow)) as cur:
+        await cur.execute(
+            """
+            SELECT * FROM reconciliation_runs WHERE processor = %(p)s
+            ORDER BY started_at DESC, id DESC LIMIT 1
+            """,
+            {"p": processor},
+        )
+        return await cur.fetchone()
+
+
+async def count_hints(conn: Conn, processor: str, status: str) -> int:
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM sale_hints WHERE processor = %(p)s AND status = %(s)s",
+        {"p": processor, "s": status},
+    )
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0

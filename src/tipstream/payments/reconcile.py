@@ -320,3 +320,32 @@ async def confirm_now(
     except datalink.DatalinkNotConfigured:
         return None
     return summary.status
+
+
+# A good reconciliation older than this means the hourly job is not running (or failing).
+STALE_AFTER = timedelta(hours=3)
+
+
+async def health(conn: Conn, settings: Settings) -> str:
+    """For `tipctl doctor`: raises when CCBill sales cannot be confirmed (Data Link not
+    configured, its last run failed, no good run for hours); else says where things stand."""
+    if "ccbill" not in settings.payments.processors:
+        return "CCBill not enabled"
+    try:
+        datalink.credentials(settings.payments.ccbill, settings.secrets)
+    except datalink.DatalinkNotConfigured as exc:
+        raise RuntimeError(exc.detail) from None
+    pending = await queries.count_hints(conn, "ccbill", "pending")
+    flagged = await queries.count_hints(conn, "ccbill", "flagged")
+    waiting = f"{pending} sales awaiting confirmation, {flagged} flagged (tipctl payments hints)"
+    last = await queries.last_run(conn, "ccbill")
+    if last is None:
+        return f"Data Link not asked yet; {waiting}"
+    if last.status == "failed":
+        raise RuntimeError(
+            f"last Data Link run ({last.started_at:%Y-%m-%d %H:%M} UTC) failed: {last.error}"
+        )
+    good = await queries.last_good_window_end(conn, "ccbill")
+    if good is None or datetime.now(UTC) - good > STALE_AFTER:
+        raise RuntimeError("no good Data Link reconciliation for over 3 hours: is the worker up?")
+    return f"reconciled up to {good:%Y-%m-%d %H:%M} UTC; {waiting}"

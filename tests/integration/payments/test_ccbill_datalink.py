@@ -594,3 +594,23 @@ async def test_tipctl_payments_reconcile(
 
     verified = await asyncio.to_thread(tipctl, env, "ledger", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_doctor_reports_the_reconciliation(
+    db: Conn, dl_settings: Settings, stub: DatalinkStub, tmp_path: Path
+) -> None:
+    env = tipctl_env(dl_settings, stub, tmp_path)
+
+    async def ccbill_check() -> dict[str, Any]:
+        doctor = await asyncio.to_thread(tipctl, env, "doctor", "--json")
+        checks = {c["check"]: c for c in json.loads(doctor.stdout)}
+        return dict(checks["ccbill"])
+
+    stub.body = "Error: Authentication failed"
+    assert (await reconcile.reconcile(db, dl_settings, "ccbill")).status == "failed"
+    check = await ccbill_check()
+    assert not check["ok"] and "failed: CCBill Data Link refused" in check["detail"], check
+    stub.body = "1"
+    assert (await reconcile.reconcile(db, dl_settings, "ccbill")).status == "ok"
+    check = await ccbill_check()
+    assert check["ok"] and "reconciled up to" in check["detail"], check
