@@ -169,7 +169,7 @@ def create(
     size = target.stat().st_size
     if as_json:
         print_json({"archive": str(target), "bytes": size, "manifest": manifest})
-        return
+        raise typer.Exit(EXIT_ERROR if manifest.vault_missing else 0)
     figures = manifest.figures
     out.print(f"backup written: {target} ({_size(size)}, {len(manifest.files)} files)")
     out.print(
@@ -177,6 +177,11 @@ def create(
         + ", ".join(f"{t} {n}" for t, n in figures.rows.items())
     )
     out.print(f"audit chain head: entry {figures.audit_head_id} {figures.audit_head_hash}")
+    if manifest.vault_missing:
+        fail(
+            f"{len(manifest.vault_missing)} vault objects had no ciphertext to back up (lost "
+            f"before this backup): {', '.join(manifest.vault_missing[:5])}"
+        )
 
 
 @app.command("list")

@@ -121,9 +121,12 @@ async def recreate_public_schema(conn: Conn) -> None:
     await conn.execute("CREATE SCHEMA public")
 
 
-async def live_vault_objects(conn: Conn) -> list[UUID]:
-    """Ids of the vault objects whose data key still exists (not crypto-shredded)."""
+async def live_vault_objects(conn: Conn) -> list[tuple[UUID, int]]:
+    """(id, plaintext size) of the vault objects whose data key still exists: a crypto-shredded
+    object's ciphertext is noise nobody can open, so no backup carries it."""
+    if not await existing_tables(conn, ("vault_objects",)):
+        return []
     cur = await conn.execute(
-        "SELECT id FROM vault_objects WHERE wrapped_key IS NOT NULL ORDER BY id"
+        "SELECT id, size FROM vault_objects WHERE wrapped_key IS NOT NULL ORDER BY id"
     )
-    return [UUID(str(row["id"])) for row in await cur.fetchall()]
+    return [(UUID(str(row["id"])), int(row["size"])) for row in await cur.fetchall()]

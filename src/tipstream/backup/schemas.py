@@ -41,6 +41,8 @@ class Manifest(msgspec.Struct, kw_only=True):
     # Secret files of secrets_dir carried in the archive (the vault's keys).
     secrets: list[str]
     files: list[FileEntry]
+    # Live vault objects whose ciphertext was missing when the backup was made (lost already).
+    vault_missing: list[str] = msgspec.field(default_factory=list)
 
 
 class ArchiveCheck(msgspec.Struct, kw_only=True):

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO
+from uuid import UUID
 
 from pyrage import x25519
 
@@ -43,10 +44,11 @@ from tipstream.backup.schemas import (
 from tipstream.config import SECRET_FILES, Settings
 from tipstream.db import Conn
 from tipstream.ledger import verify as ledger_verify
+from tipstream.vault import keys
 from tipstream.vault import queries as vault_queries
 from tipstream.vault.keys import Keyring
 from tipstream.vault.service import Vault
-from tipstream.vault.storage import LocalDiskStorage
+from tipstream.vault.storage import LocalDiskStorage, ObjectMissing, Storage, storage_for
 
 # (stage, done, total or None): stages are dump, pack, encrypt, decrypt, restore, vault, verify.
 Progress = Callable[[str, int, int | None], None]
@@ -89,7 +91,6 @@ async def create(
     """Write the encrypted archive to output (via output.partial, renamed when complete)."""
     started = datetime.now(UTC)
     secrets = _carried_secrets(settings)
-    vault_root = Path(settings.vault.dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tipstream-backup-", dir=output.parent) as work:
         dump_path = Path(work) / DUMP
@@ -102,6 +103,7 @@ async def create(
                 figures = await queries.figures(conn)
                 migrations = await queries.applied_migrations(conn)
                 name = await queries.database_name(conn)
+                objects = await queries.live_vault_objects(conn)
                 await postgres.dump(
                     settings,
                     pg_dump,
@@ -129,8 +131,9 @@ async def create(
             secrets=sorted(secrets),
             files=[],
         )
-        members = [(DUMP, dump_path), *archive.vault_files(vault_root)]
-        total = sum(path.stat().st_size for _, path in members) + sum(map(len, secrets.values()))
+        members, total = _vault_members(settings, objects, asyncio.get_running_loop())
+        members.insert(0, (DUMP, dump_path))
+        total += dump_path.stat().st_size + sum(map(len, secrets.values()))
         await asyncio.to_thread(
             _write_encrypted, output, members, secrets, manifest, recipients, total, progress
         )
@@ -152,9 +155,38 @@ async def create(
     return manifest
 
 
+Source = Path | Callable[[], bytes]
+# A sealed vault file: magic, nonce, ciphertext, GCM tag (for the progress bar's total).
+SEALED_OVERHEAD = len(keys.FILE_MAGIC) + keys.NONCE_BYTES + 16
+
+
+def _vault_members(
+    settings: Settings, objects: list[tuple[UUID, int]], loop: asyncio.AbstractEventLoop
+) -> tuple[list[tuple[str, Source]], int]:
+    """(member name, file or fetcher) of every live object in the snapshot, and their bytes.
+    Local files are read straight from disk; other backends' objects are fetched one at a time
+    from the packing thread through the event loop."""
+    storage = storage_for(settings)
+    members: list[tuple[str, Source]] = []
+    total = 0
+    for object_id, size in objects:
+        name = str(object_id)
+        member = f"{archive.VAULT_PREFIX}{name[:2]}/{name}"
+        if isinstance(storage, LocalDiskStorage):
+            members.append((member, storage.path(name)))
+        else:
+
+            def fetch(name: str = name) -> bytes:
+                return asyncio.run_coroutine_threadsafe(storage.get(name), loop).result()
+
+            members.append((member, fetch))
+        total += size + SEALED_OVERHEAD
+    return members, total
+
+
 def _write_encrypted(
     output: Path,
-    members: list[tuple[str, Path]],
+    members: list[tuple[str, Source]],
     secrets: dict[str, bytes],
     manifest: Manifest,
     recipients: list[x25519.Recipient],
@@ -175,8 +207,16 @@ def _write_encrypted(
 
     def produce(writer: BinaryIO) -> None:
         packer = Packer.open(writer, pack_counted)
-        for name, path in members:
-            packer.add_file(name, path)
+        for name, source in members:
+            try:
+                if isinstance(source, Path):
+                    packer.add_file(name, source)
+                else:
+                    packer.add_bytes(name, source())
+            except (FileNotFoundError, ObjectMissing):
+                if name == DUMP:
+                    raise
+                manifest.vault_missing.append(name.rsplit("/", 1)[-1])
         for secret, data in sorted(secrets.items()):
             packer.add_bytes(archive.secret_member(secret), data)
         manifest.files = packer.entries
@@ -295,7 +335,9 @@ async def inspect_target(settings: Settings) -> Target:
             "secrets_dir is not set in the config: restore writes the vault's keys there"
         )
     vault_dir = Path(settings.vault.dir)
-    entries = await asyncio.to_thread(_entries, vault_dir)
+    # An S3 bucket is not listed: restored objects go under their own random ids.
+    local = settings.vault.backend == "local"
+    entries = await asyncio.to_thread(_entries, vault_dir) if local else []
     async with db.connect(settings) as conn:
         tables = await queries.user_tables(conn)
         present = await queries.existing_tables(conn, queries.DATA_TABLES)
@@ -384,12 +426,16 @@ async def apply(
 
     await postgres.restore(settings, pg_restore, source=staged.root / DUMP, tick=tick)
     vault_dir = Path(settings.vault.dir)
-    placed = await asyncio.to_thread(_place_vault, staged.root, vault_dir, progress)
+    storage = storage_for(settings)
+    if isinstance(storage, LocalDiskStorage):
+        placed = await asyncio.to_thread(_place_vault, staged.root, vault_dir, progress)
+    else:
+        placed = await _upload_vault(staged.root, storage, progress)
     written = await asyncio.to_thread(
         _place_secrets, staged.root, Path(str(settings.secrets_dir)), manifest.secrets
     )
     async with db.connect(settings) as conn:
-        checks = await _check_restored(conn, staged, vault_dir, progress)
+        checks = await _check_restored(conn, staged, storage, progress)
         pending = len(
             set(m.version for m in db.migrations_on_disk())
             - set(await queries.applied_migrations(conn))
@@ -469,6 +515,15 @@ def _place_vault(staging: Path, vault_dir: Path, progress: Progress) -> int:
     return len(sources)
 
 
+async def _upload_vault(staging: Path, storage: Storage, progress: Progress) -> int:
+    sources = list(archive.vault_files(staging / "vault"))
+    for done, (name, source) in enumerate(sources, 1):
+        blob = await asyncio.to_thread(source.read_bytes)
+        await storage.put(name.rsplit("/", 1)[-1], blob)
+        progress("vault", done, len(sources))
+    return len(sources)
+
+
 def _place_secrets(staging: Path, secrets_dir: Path, names: list[str]) -> list[str]:
     """Write the carried secrets (0600, atomically). A different file already there (the
     fresh install's own keys, which wrap nothing yet) is kept as <name>.before-restore-<time>."""
@@ -500,7 +555,7 @@ def _place_secrets(staging: Path, secrets_dir: Path, names: list[str]) -> list[s
 
 
 async def _check_restored(
-    conn: Conn, staged: Staged, vault_dir: Path, progress: Progress
+    conn: Conn, staged: Staged, storage: Storage, progress: Progress
 ) -> list[CheckResult]:
     manifest = staged.manifest
     checks = []
@@ -543,12 +598,12 @@ async def _check_restored(
             or ", ".join(f"{t} {n}" for t, n in manifest.figures.rows.items()),
         )
     )
-    checks.append(await _check_vault(conn, staged, vault_dir, progress))
+    checks.append(await _check_vault(conn, staged, storage, progress))
     return checks
 
 
 async def _check_vault(
-    conn: Conn, staged: Staged, vault_dir: Path, progress: Progress
+    conn: Conn, staged: Staged, storage: Storage, progress: Progress
 ) -> CheckResult:
     """Every live vault object opens with the restored keys from the restored files."""
     keys_file = staged.root / archive.secret_member("vault_keys")
@@ -560,10 +615,10 @@ async def _check_vault(
         return CheckResult(
             name="vault objects open", ok=False, detail=f"{total} objects, no keys in the backup"
         )
-    vault = Vault(Keyring.parse(keys_file.read_text()), LocalDiskStorage(vault_dir))
+    vault = Vault(Keyring.parse(keys_file.read_text()), storage)
     failures = []
     opened = 0
-    for object_id in await queries.live_vault_objects(conn):
+    for object_id, _ in await queries.live_vault_objects(conn):
         try:
             await vault.get(conn, object_id)
             opened += 1

@@ -220,6 +220,13 @@ async def test_restore_into_a_fresh_install(backed_up: BackedUp, new_box: NewBox
     assert "holds data" in err and "vault directory" in err and "--force" in err
     assert await state(target) == after
 
+    # --force replaces it: the same books again, the old vault files overwritten in place.
+    code, out, err = await target.tipctl(*args, "--force", "--yes")
+    assert code == 0, (out, err)
+    assert (await state(target))["balances"] == before["balances"]
+    code, out, err = await target.tipctl("ledger", "verify")
+    assert code == 0, (out, err)
+
 
 async def test_restore_into_an_empty_database(backed_up: BackedUp, new_box: NewBox) -> None:
     # Not even migrated, and no keys yet: the archive brings the schema and the keys.
