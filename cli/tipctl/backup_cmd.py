@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from tipctl.common import (
     EXIT_ERROR,
+    EXIT_NOTHING_TO_DO,
     EXIT_USAGE,
     config_path,
     confirm,
@@ -190,14 +191,13 @@ def list_archives(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Archives in the backup directory, newest first (no key needed: names, sizes, times)."""
-    found = sorted(directory.glob("*.tar.age"), key=lambda p: p.stat().st_mtime, reverse=True)
     rows = [
         {
             "archive": str(p),
             "bytes": p.stat().st_size,
             "modified": datetime.fromtimestamp(p.stat().st_mtime, UTC),
         }
-        for p in found
+        for p in _archives(directory)
     ]
     if as_json:
         print_json(rows)
@@ -206,6 +206,32 @@ def list_archives(
         ["archive", "size", "modified"],
         [(r["archive"], _size(int(str(r["bytes"]))), r["modified"]) for r in rows],
     )
+
+
+def _archives(directory: Path) -> list[Path]:
+    """Complete archives, newest first (.partial files are unfinished or failed writes)."""
+    return sorted(directory.glob("*.tar.age"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@app.command("prune")
+def prune(
+    keep: int = typer.Option(..., "--keep", min=1, help="How many of the newest to keep."),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Where the archives are."),
+    yes: bool = typer.Option(False, "--yes", help="Do it (without: say what would happen)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would go."),
+) -> None:
+    """Delete all but the newest --keep archives in the backup directory (the nightly timer
+    runs this after each backup)."""
+    old = _archives(directory)[keep:]
+    if not old:
+        out.print(f"at most {keep} archives in {directory}: nothing to delete")
+        raise typer.Exit(EXIT_NOTHING_TO_DO)
+    if confirm(
+        f"delete {len(old)} archives: {', '.join(p.name for p in old)}", yes=yes, dry_run=dry_run
+    ):
+        for path in old:
+            path.unlink()
+        out.print(f"done: {len(old)} deleted, {keep} kept")
 
 
 def _print_check(check: ArchiveCheck) -> None:

@@ -403,3 +403,30 @@ async def test_create_needs_a_recipient(new_box: NewBox, tmp_path: Path) -> None
     )
     assert code == 2 and "not a valid age public key" in err
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_prune_keeps_the_newest(backed_up: BackedUp, tmp_path: Path) -> None:
+    names = [f"tipstream-2026010{n}T031500Z.tar.age" for n in range(1, 5)]
+    for age, name in enumerate(reversed(names)):
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (1_700_000_000 - age * 86_400,) * 2)
+    (tmp_path / "unfinished.tar.age.partial").write_bytes(b"x")
+    box = backed_up.source
+    code, out, err = await box.tipctl("backup", "prune", "--keep", "2", "--dir", str(tmp_path))
+    assert code == 2 and "would delete 2 archives" in out, (out, err)
+    code, out, _ = await box.tipctl(
+        "backup", "prune", "--keep", "2", "--dir", str(tmp_path), "--dry-run"
+    )
+    assert code == 0 and names[0] in out and names[1] in out
+    assert len(list(tmp_path.iterdir())) == 5
+    code, out, err = await box.tipctl(
+        "backup", "prune", "--keep", "2", "--dir", str(tmp_path), "--yes"
+    )
+    assert code == 0, (out, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        *names[2:],
+        "unfinished.tar.age.partial",
+    ]
+    code, _, _ = await box.tipctl("backup", "prune", "--keep", "2", "--dir", str(tmp_path))
+    assert code == 3
