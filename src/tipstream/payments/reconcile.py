@@ -28,7 +28,7 @@ import structlog
 from tipstream.audit import service as audit
 from tipstream.config import Settings
 from tipstream.db import Conn
-from tipstream.errors import InvalidInput
+from tipstream.errors import InvalidInput, Problem
 from tipstream.payments import processors, queries
 from tipstream.payments.processors import datalink
 from tipstream.payments.processors.base import EventKind, ProcessorEvent
@@ -155,11 +155,21 @@ async def reconcile(
             return summary
         records.sort(key=lambda r: (r.at, ORDER[r.type]))
         summary.counts.records = len(records)
-        for done, record in enumerate(records, start=1):
-            await _apply(conn, settings, processor_name, record, summary.counts)
-            if progress:
-                progress(done, len(records))
-        summary.counts.flagged = await _flag_stale(conn, settings, processor_name)
+        done = 0
+        try:
+            for done, record in enumerate(records, start=1):
+                await _apply_one(conn, settings, processor_name, record, summary.counts)
+                if progress:
+                    progress(done, len(records))
+            summary.counts.flagged = await _flag_stale(conn, settings, processor_name)
+        except Exception as exc:
+            # Each record commits on its own (once per event id), so what was applied stays
+            # and the next run, covering the window again, finds it done.
+            error = f"stopped at record {done} of {len(records)}: {type(exc).__name__}"
+            await queries.finish_run(
+                conn, run.id, status="failed", counts=asdict(summary.counts), error=error
+            )
+            raise
         await queries.finish_run(
             conn, run.id, status="ok", counts=asdict(summary.counts), error=None
         )
@@ -167,6 +177,24 @@ async def reconcile(
         return summary
     finally:
         await queries.unlock_reconciliation(conn, processor_name)
+
+
+async def _apply_one(
+    conn: Conn, settings: Settings, processor_name: str, record: DatalinkRecord, counts: Counts
+) -> None:
+    """A record the ledger refuses (a 4xx problem, e.g. a closed wallet) is skipped and logged;
+    the rest of the window goes on."""
+    try:
+        await _apply(conn, settings, processor_name, record, counts)
+    except Problem as exc:
+        log.warning(
+            "datalink_record_refused",
+            processor=processor_name,
+            type=record.type,
+            subscription=record.subscription_id,
+            problem=exc.slug,
+        )
+        counts.skipped += 1
 
 
 async def _apply(
