@@ -5,13 +5,17 @@ single-row-update transaction on the same Postgres in the same run.
 Runs against a fresh scratch database it creates and drops (needs a Postgres superuser URL,
 default postgresql://postgres@127.0.0.1:5432/postgres, and Valkey at redis://127.0.0.1:6379/0).
 
-    .venv/bin/python bench/ledger/bench_ledger.py --seconds 10 --clients 16
+    .venv/bin/python bench/ledger/bench_ledger.py --seconds 10 --clients 16 --tippers 512
+
+The ledger core is measured twice: through the tip batcher (group commit: many tips per
+transaction, ledger/batcher.py) and one tip per transaction (ledger_post_tip).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import re
@@ -23,7 +27,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -35,6 +38,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "cli"), str(Path(__file__).resolve
 from tipstream import db as tsdb  # noqa: E402
 from tipstream.config import Settings, load_settings  # noqa: E402
 from tipstream.ledger import service, tips, verify  # noqa: E402
+from tipstream.ledger.batcher import TipBatcher  # noqa: E402
 
 VIEWERS = 2_000
 TOKENS_EACH = 1_000_000
@@ -55,7 +59,7 @@ class Result:
         lat = sorted(self.latencies) or [0.0]
         p50 = lat[len(lat) // 2] * 1000
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-        return f"{self.name:<34} {self.rate:>9.0f} /s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+        return f"{self.name:<44} {self.rate:>9.0f} /s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
 
 
 def with_db(url: str, name: str) -> str:
@@ -126,78 +130,163 @@ async def setup(settings: Settings, performers: int) -> tuple[list[int], list[in
     return viewers, streams
 
 
-async def core_worker(
+@dataclass(frozen=True)
+class CoreJob:
+    """One process's share of a ledger-core run."""
+
+    config: str
+    viewers: list[int]
+    streams: list[int]
+    seconds: float
+    tippers: int
+    start_at: float
+    batched: bool
+    batch_workers: int
+    max_batch: int
+    linger: float
+
+
+async def tipper(
+    job: CoreJob,
     settings: Settings,
     viewers: list[int],
-    streams: list[int],
     deadline: float,
     latencies: list[float],
+    batcher: TipBatcher | None,
 ) -> int:
+    """One client: tips of 1 token from its viewers in turn, each awaited before the next."""
     done = 0
-    async with tsdb.connect(settings) as conn:
+    async with contextlib.AsyncExitStack() as stack:
+        conn = None if batcher else await stack.enter_async_context(tsdb.connect(settings))
         i = 0
         while time.perf_counter() < deadline:
             viewer = viewers[i % len(viewers)]
-            stream = streams[i % len(streams)]
+            stream = job.streams[(viewer + i) % len(job.streams)]
             i += 1
             start = time.perf_counter()
-            await tips.post_tip(
-                conn,
-                settings,
-                viewer_id=viewer,
-                stream_id=stream,
-                tokens=1,
-                message=None,
-                private=False,
-                idempotency_key=uuid.uuid4().hex,
-            )
+            key = uuid.uuid4().hex
+            if batcher is not None:
+                await tips.post_tip_batched(
+                    batcher,
+                    viewer_id=viewer,
+                    stream_id=stream,
+                    tokens=1,
+                    message=None,
+                    private=False,
+                    idempotency_key=key,
+                )
+            else:
+                assert conn is not None
+                await tips.post_tip(
+                    conn,
+                    settings,
+                    viewer_id=viewer,
+                    stream_id=stream,
+                    tokens=1,
+                    message=None,
+                    private=False,
+                    idempotency_key=key,
+                )
             latencies.append(time.perf_counter() - start)
             done += 1
     return done
 
 
-def core_process(
-    args: tuple[str, list[int], list[int], float, int, Any],
-) -> tuple[int, list[float]]:
-    config, viewers, streams, seconds, clients, start_at = args
-    settings = load_settings(Path(config), environ={})
+def core_process(job: CoreJob) -> tuple[int, list[float], int]:
+    settings = load_settings(Path(job.config), environ={})
 
-    async def main() -> tuple[int, list[float]]:
-        # Every process starts at the same moment.
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        deadline = time.perf_counter() + seconds
-        latencies: list[float] = []
-        counts = await asyncio.gather(
-            *[
-                core_worker(settings, viewers[k::clients], streams, deadline, latencies)
-                for k in range(clients)
-            ]
-        )
-        return sum(counts), latencies
+    async def main() -> tuple[int, list[float], int]:
+        async with contextlib.AsyncExitStack() as stack:
+            batcher = None
+            if job.batched:
+                batcher = await stack.enter_async_context(
+                    TipBatcher(
+                        settings,
+                        workers=job.batch_workers,
+                        max_batch=job.max_batch,
+                        linger=job.linger,
+                    )
+                )
+            # Every process starts at the same moment.
+            await asyncio.sleep(max(0.0, job.start_at - time.time()))
+            deadline = time.perf_counter() + job.seconds
+            latencies: list[float] = []
+            counts = await asyncio.gather(
+                *[
+                    tipper(
+                        job, settings, job.viewers[k :: job.tippers], deadline, latencies, batcher
+                    )
+                    for k in range(job.tippers)
+                ]
+            )
+            return sum(counts), latencies, batcher.batches if batcher else 0
 
     return asyncio.run(main())
 
 
 def run_core(
     name: str,
-    settings: Settings,
     viewers: list[int],
     streams: list[int],
-    seconds: float,
-    clients: int,
-    processes: int,
+    args: argparse.Namespace,
+    *,
+    batched: bool,
 ) -> Result:
-    config = os.environ["TIPSTREAM_CONFIG"]
-    start_at = time.time() + 1.0
-    per = clients // processes
+    start_at = time.time() + 1.5
+    tippers = args.tippers if batched else args.clients
     jobs = [
-        (config, viewers[p::processes], streams, seconds, per, start_at) for p in range(processes)
+        CoreJob(
+            config=os.environ["TIPSTREAM_CONFIG"],
+            viewers=viewers[p :: args.processes],
+            streams=streams,
+            seconds=args.seconds,
+            tippers=tippers // args.processes,
+            start_at=start_at,
+            batched=batched,
+            batch_workers=args.batch_workers,
+            max_batch=args.max_batch,
+            linger=args.linger_ms / 1000,
+        )
+        for p in range(args.processes)
     ]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
         results = pool.map(core_process, jobs)
     count = sum(r[0] for r in results)
     latencies = [x for r in results for x in r[1]]
-    return Result(name, count, seconds, latencies)
+    batches = sum(r[2] for r in results)
+    if batches:
+        name = f"{name} ({count / batches:.0f}/batch)"
+    return Result(name, count, args.seconds, latencies)
+
+
+def pgbench_env(admin_url: str) -> dict[str, str]:
+    parts = urlsplit(admin_url)
+    return dict(
+        os.environ,
+        PGHOST=parts.hostname or "127.0.0.1",
+        PGPORT=str(parts.port or 5432),
+        PGUSER=parts.username or "postgres",
+    )
+
+
+def pgbench_tps(admin_url: str, dbname: str, script: str, seconds: float, clients: int) -> float:
+    """Transactions per second of a custom pgbench script."""
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        raise SystemExit("pgbench not found (Debian: postgresql-client)")
+    path = Path(tempfile.mkdtemp()) / "script.sql"
+    path.write_text(script)
+    command = [pgbench, "-n", "-f", str(path), "-c", str(clients), "-j", "2"]
+    out = subprocess.run(
+        [*command, "-T", str(int(seconds)), dbname],
+        check=True,
+        env=pgbench_env(admin_url),
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+)", out)
+    assert match, out
+    return float(match.group(1))
 
 
 def run_pgbench(admin_url: str, dbname: str, seconds: float, clients: int) -> float:
@@ -206,88 +295,63 @@ def run_pgbench(admin_url: str, dbname: str, seconds: float, clients: int) -> fl
     pgbench = shutil.which("pgbench")
     if pgbench is None:
         raise SystemExit("pgbench not found (Debian: postgresql-client)")
-    parts = urlsplit(admin_url)
-    env = dict(
-        os.environ,
-        PGHOST=parts.hostname or "127.0.0.1",
-        PGPORT=str(parts.port or 5432),
-        PGUSER=parts.username or "postgres",
-    )
     subprocess.run(
-        [pgbench, "-i", "-q", "-s", "10", dbname], check=True, env=env, capture_output=True
+        [pgbench, "-i", "-q", "-s", "10", dbname],
+        check=True,
+        env=pgbench_env(admin_url),
+        capture_output=True,
     )
-    script = Path(tempfile.mkdtemp()) / "update.sql"
-    script.write_text(
+    script = (
         "\\set aid random(1, 1000000)\n"
         "UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid = :aid;\n"
     )
-    out = subprocess.run(
-        [
-            pgbench,
-            "-n",
-            "-f",
-            str(script),
-            "-c",
-            str(clients),
-            "-j",
-            "2",
-            "-T",
-            str(int(seconds)),
-            dbname,
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-    ).stdout
-    match = re.search(r"tps = ([0-9.]+)", out)
-    assert match, out
-    return float(match.group(1))
+    return pgbench_tps(admin_url, dbname, script, seconds, clients)
 
 
 def run_pgbench_tips(
     admin_url: str, dbname: str, seconds: float, clients: int, viewers: list[int], stream: int
 ) -> float:
-    """TPS of the tip statement itself (ledger_post_tip) driven by pgbench, a C client: the
+    """Tips/s of the tip statement itself (ledger_post_tip) driven by pgbench, a C client: the
     database's share of a tip, without Python."""
-    pgbench = shutil.which("pgbench")
-    assert pgbench is not None
-    parts = urlsplit(admin_url)
-    env = dict(
-        os.environ,
-        PGHOST=parts.hostname or "127.0.0.1",
-        PGPORT=str(parts.port or 5432),
-        PGUSER=parts.username or "postgres",
-    )
-    script = Path(tempfile.mkdtemp()) / "tip.sql"
-    script.write_text(
+    script = (
         f"\\set v random({min(viewers)}, {max(viewers)})\n"
         "\\set s random(0, 31)\n"
         f"SELECT outbox_id FROM ledger_post_tip(:v, {stream}, 1, NULL, false, "
         "md5(random()::text || :v), 'pgbench', 'USD', 100, 100, 3000, :s::smallint, 'bench');\n"
     )
-    out = subprocess.run(
-        [
-            pgbench,
-            "-n",
-            "-f",
-            str(script),
-            "-c",
-            str(clients),
-            "-j",
-            "2",
-            "-T",
-            str(int(seconds)),
-            dbname,
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-    ).stdout
-    match = re.search(r"tps = ([0-9.]+)", out)
-    assert match, out
-    return float(match.group(1))
+    return pgbench_tps(admin_url, dbname, script, seconds, clients)
+
+
+def run_pgbench_batches(
+    admin_url: str,
+    dbname: str,
+    seconds: float,
+    clients: int,
+    viewers: list[int],
+    stream: int,
+    size: int,
+) -> float:
+    """Tips/s of the batch statement (ledger_post_tips, `size` tips of distinct viewers per
+    transaction) driven by pgbench: the database's share of a batched tip."""
+    assert viewers == list(range(viewers[0], viewers[0] + len(viewers)))
+    script = (
+        f"\\set v random({viewers[0]}, {viewers[-1] - size + 1})\n"
+        "\\set s random(0, 31)\n"
+        "SELECT count(*) FROM ledger_post_tips("
+        f"ARRAY(SELECT generate_series(:v, :v + {size - 1}))::bigint[], "
+        f"array_fill({stream}::bigint, ARRAY[{size}]), array_fill(1::bigint, ARRAY[{size}]), "
+        f"array_fill(NULL::text, ARRAY[{size}]), array_fill(false, ARRAY[{size}]), "
+        f"ARRAY(SELECT md5(random()::text) FROM generate_series(1, {size})), "
+        f"array_fill('pgbench'::text, ARRAY[{size}]), array_fill('bench'::text, ARRAY[{size}]), "
+        "'USD', 100, 100, 3000, :s::smallint);\n"
+    )
+    return pgbench_tps(admin_url, dbname, script, seconds, clients) * size
+
+
+def load() -> str:
+    """The 1-, 5- and 15-minute load averages (the box is shared: every figure depends on it)."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} {five:.1f} {fifteen:.1f}"
 
 
 def main() -> None:
@@ -295,10 +359,20 @@ def main() -> None:
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--valkey-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--clients", type=int, default=16, help="unbatched core, HTTP and pgbench clients"
+    )
+    parser.add_argument(
+        "--tippers", type=int, default=512, help="concurrent callers of the batched core"
+    )
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--batch-workers", type=int, default=2, help="batcher connections")
+    parser.add_argument("--max-batch", type=int, default=200)
+    parser.add_argument("--linger-ms", type=float, default=2.0)
     parser.add_argument("--performers", type=int, default=200)
+    parser.add_argument("--pgbench-batch", type=int, default=100, help="tips per pgbench batch")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-unbatched", action="store_true")
     args = parser.parse_args()
 
     dbname = f"tipstream_bench_{uuid.uuid4().hex[:8]}"
@@ -308,26 +382,19 @@ def main() -> None:
     try:
         settings = make_settings(with_db(args.admin_url, dbname), args.valkey_url, workdir)
         viewers, streams = asyncio.run(setup(settings, args.performers))
+        load_before = load()
         results = [
+            run_core("core batched, one hot performer", viewers, streams[:1], args, batched=True),
             run_core(
-                "ledger core, one hot performer",
-                settings,
-                viewers,
-                streams[:1],
-                args.seconds,
-                args.clients,
-                args.processes,
-            ),
-            run_core(
-                f"ledger core, {len(streams)} performers",
-                settings,
-                viewers,
-                streams,
-                args.seconds,
-                args.clients,
-                args.processes,
+                f"core batched, {len(streams)} performers", viewers, streams, args, batched=True
             ),
         ]
+        if not args.skip_unbatched:
+            results.append(
+                run_core(
+                    "core 1 tip/txn, one hot performer", viewers, streams[:1], args, batched=False
+                )
+            )
         if not args.skip_http:
             import http_bench  # beside this script
 
@@ -341,20 +408,34 @@ def main() -> None:
         sql_tips = run_pgbench_tips(
             args.admin_url, dbname, args.seconds, args.clients, viewers, streams[0]
         )
+        sql_batches = run_pgbench_batches(
+            args.admin_url, dbname, args.seconds, 4, viewers, streams[0], args.pgbench_batch
+        )
+        load_after = load()
 
         async def check() -> bool:
             async with tsdb.connect(settings) as conn:
                 return (await verify.verify(conn)).ok
 
         ok = asyncio.run(check())
-        print(f"# {os.cpu_count()} cores, {args.clients} clients, {args.seconds:.0f} s each")
+        print(
+            f"# {os.cpu_count()} cores; load average {load_before} before, {load_after} after;"
+            f" {args.seconds:.0f} s each; batched core: {args.tippers} callers in"
+            f" {args.processes} processes, {args.batch_workers} batch connections each,"
+            f" linger {args.linger_ms:g} ms, max batch {args.max_batch}; others:"
+            f" {args.clients} clients"
+        )
         for r in results:
             print(f"{r.line()}   {r.rate / tps:5.2f}x pgbench")
         print(
-            f"{'ledger_post_tip via pgbench (no Python)':<34} {sql_tips:>9.0f} /s"
+            f"{'ledger_post_tip via pgbench (no Python)':<44} {sql_tips:>9.0f} /s"
             f"{'':<35}{sql_tips / tps:5.2f}x pgbench"
         )
-        print(f"{'pgbench single-row UPDATE':<34} {tps:>9.0f} /s")
+        print(
+            f"{f'ledger_post_tips via pgbench ({args.pgbench_batch}/batch)':<44}"
+            f" {sql_batches:>9.0f} /s{'':<35}{sql_batches / tps:5.2f}x pgbench"
+        )
+        print(f"{'pgbench single-row UPDATE':<44} {tps:>9.0f} /s")
         print(f"ledger verify after the run: {'ok' if ok else 'FAILED'}")
         if not ok:
             raise SystemExit(1)

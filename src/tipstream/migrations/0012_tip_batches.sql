@@ -32,7 +32,9 @@ DECLARE
     debited boolean[];
     accounts int;
     changed int;
-    bad bigint;
+    wallets bigint[];
+    frozen_id bigint;
+    credited_wallet bigint;
     spend record;
 BEGIN
     SELECT array_agg(n.account_id ORDER BY n.account_id), array_agg(n.asset ORDER BY n.account_id),
@@ -56,43 +58,80 @@ BEGIN
     END IF;
 
     -- The lock order of every batch: account id.
-    PERFORM 1 FROM ledger_accounts WHERE id = ANY (ids) ORDER BY id FOR UPDATE;
-
-    SELECT a.id INTO bad
-      FROM ledger_accounts a JOIN unnest(ids, debited) d(id, debited) ON d.id = a.id
-     WHERE d.debited AND a.frozen_at IS NOT NULL
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'batched transfer: account % is frozen', bad USING ERRCODE = 'TS001';
+    WITH locked AS (
+        SELECT a.id, a.kind, a.frozen_at FROM ledger_accounts a
+         WHERE a.id = ANY (ids)
+         ORDER BY a.id
+           FOR UPDATE
+    )
+    SELECT min(l.id) FILTER (WHERE n.debited AND l.frozen_at IS NOT NULL),
+           min(l.id) FILTER (WHERE n.credits > 0 AND l.kind = 'wallet')
+      INTO frozen_id, credited_wallet
+      FROM locked l JOIN unnest(ids, debited, credits) n(id, debited, credits) ON n.id = l.id;
+    IF frozen_id IS NOT NULL THEN
+        RAISE EXCEPTION 'batched transfer: account % is frozen', frozen_id
+            USING ERRCODE = 'TS001';
     END IF;
-    SELECT a.id INTO bad
-      FROM ledger_accounts a JOIN unnest(ids, credits) c(id, credits) ON c.id = a.id
-     WHERE c.credits > 0 AND a.kind = 'wallet'
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'batched transfer credits wallet %', bad USING ERRCODE = 'TS016';
+    IF credited_wallet IS NOT NULL THEN
+        RAISE EXCEPTION 'batched transfer credits wallet %', credited_wallet
+            USING ERRCODE = 'TS016';
     END IF;
 
     -- The balance limits (CHECK constraints) hold for the net change of the whole batch.
-    UPDATE ledger_accounts a
-       SET debits_posted = a.debits_posted + n.debits,
-           credits_posted = a.credits_posted + n.credits
-      FROM unnest(ids, assets, debits, credits) n(id, asset, debits, credits)
-     WHERE a.id = n.id AND a.asset = n.asset;
-    GET DIAGNOSTICS changed = ROW_COUNT;
+    WITH changed_rows AS (
+        UPDATE ledger_accounts a
+           SET debits_posted = a.debits_posted + n.debits,
+               credits_posted = a.credits_posted + n.credits
+          FROM unnest(ids, assets, debits, credits) n(id, asset, debits, credits)
+         WHERE a.id = n.id AND a.asset = n.asset
+        RETURNING a.id, a.kind, n.debits
+    )
+    SELECT count(*), array_agg(c.id) FILTER (WHERE c.kind = 'wallet' AND c.debits > 0)
+      INTO changed, wallets
+      FROM changed_rows c;
     IF changed <> accounts THEN
         RAISE EXCEPTION 'batched transfer: an account is missing or of another asset'
             USING ERRCODE = 'TS002';
     END IF;
+    IF wallets IS NULL THEN
+        RETURN NULL;
+    END IF;
 
-    FOR spend IN
-        SELECT i.id, i.debit_account_id, i.amount
-          FROM inserted i JOIN ledger_accounts a ON a.id = i.debit_account_id
-         WHERE i.batched AND a.kind = 'wallet'
-         ORDER BY i.seq
-    LOOP
-        PERFORM ledger_spend_lots(spend.debit_account_id, spend.id, spend.amount);
-    END LOOP;
+    -- Debited wallets spend their oldest open lots, as ledger_spend_lots does one transfer at a
+    -- time: all at once when each wallet has one debit here (a tip batch), else in seq order.
+    IF (SELECT count(*) FROM inserted i WHERE i.batched AND i.debit_account_id = ANY (wallets))
+       = cardinality(wallets) THEN
+        WITH spends AS (
+            SELECT i.id AS transfer_id, i.debit_account_id AS account_id, i.amount
+              FROM inserted i
+             WHERE i.batched AND i.debit_account_id = ANY (wallets)
+        ), open_lots AS (
+            SELECT l.id, l.account_id, l.remaining,
+                   sum(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.id)
+                       - l.remaining AS before
+              FROM token_lots l
+             WHERE l.account_id = ANY (wallets) AND l.remaining > 0
+        ), takes AS (
+            SELECT o.id AS lot_id, s.transfer_id, least(o.remaining, s.amount - o.before) AS tokens
+              FROM open_lots o JOIN spends s ON s.account_id = o.account_id
+             WHERE o.before < s.amount
+        ), spent AS (
+            UPDATE token_lots l SET remaining = l.remaining - t.tokens
+              FROM takes t
+             WHERE l.id = t.lot_id
+        )
+        INSERT INTO lot_spends (transfer_id, lot_id, tokens)
+        SELECT t.transfer_id, t.lot_id, t.tokens FROM takes t;
+    ELSE
+        FOR spend IN
+            SELECT i.id, i.debit_account_id, i.amount
+              FROM inserted i
+             WHERE i.batched AND i.debit_account_id = ANY (wallets)
+             ORDER BY i.seq
+        LOOP
+            PERFORM ledger_spend_lots(spend.debit_account_id, spend.id, spend.amount);
+        END LOOP;
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -164,9 +203,10 @@ BEGIN
       ORDER BY id
         FOR UPDATE;
 
+    -- Point lookups (OFFSET 0 keeps each a per-tip index probe, whatever the statistics say).
     SELECT array_agg(ROW(
-               r.ord::integer, r.viewer_id, r.stream_id, s.performer_id, r.tokens, r.message, r.private,
-               r.key, r.request_hash, r.channel, w.id,
+               r.ord::integer, r.viewer_id, r.stream_id, s.performer_id, r.tokens, r.message,
+               r.private, r.key, r.request_hash, r.channel, w.id,
                CASE
                    WHEN t.id IS NOT NULL AND t.request_hash <> r.request_hash THEN 'TS010'
                    WHEN t.id IS NOT NULL THEN 'replayed'
@@ -174,9 +214,7 @@ BEGIN
                    WHEN s.status <> 'live' THEN 'TS012'
                    WHEN s.performer_id = r.viewer_id THEN 'TS013'
                    WHEN w.frozen_at IS NOT NULL THEN 'TS001'
-                   WHEN w.id IS NULL
-                        OR w.credits_posted - w.debits_posted - w.debits_pending < r.tokens
-                       THEN 'TS014'
+                   WHEN w.id IS NULL OR w.available < r.tokens THEN 'TS014'
                    WHEN (r.tokens::numeric * p_units_per_token * p_fee_bps) % 10000 <> 0
                        THEN 'TS015'
                    ELSE 'ok'
@@ -186,11 +224,20 @@ BEGIN
                   p_request_hashes, p_channels)
            WITH ORDINALITY r(viewer_id, stream_id, tokens, message, private, key, request_hash,
                              channel, ord)
-      LEFT JOIN tips t ON t.viewer_id = r.viewer_id AND t.idempotency_key = r.key
-      LEFT JOIN streams s ON s.id = r.stream_id
-      LEFT JOIN ledger_accounts w
-             ON w.owner_id = r.viewer_id AND w.asset = 'TKN' AND w.kind = 'wallet'
-            AND w.code = '' AND w.shard = 0;
+      LEFT JOIN LATERAL (
+          SELECT x.id, x.request_hash FROM tips x
+           WHERE x.viewer_id = r.viewer_id AND x.idempotency_key = r.key
+          OFFSET 0) t ON true
+      LEFT JOIN LATERAL (
+          SELECT x.id, x.performer_id, x.status FROM streams x WHERE x.id = r.stream_id
+          OFFSET 0) s ON true
+      LEFT JOIN LATERAL (
+          SELECT x.id, x.frozen_at,
+                 x.credits_posted - x.debits_posted - x.debits_pending AS available
+            FROM ledger_accounts x
+           WHERE x.owner_id = r.viewer_id AND x.asset = 'TKN' AND x.kind = 'wallet'
+             AND x.code = '' AND x.shard = 0
+          OFFSET 0) w ON true;
 
     IF EXISTS (SELECT 1 FROM unnest(items) i WHERE i.outcome = 'ok') THEN
         burn_account := ledger_account_id(NULL, 'TKN', 'issuance', '', p_shard, false);
@@ -202,73 +249,76 @@ BEGIN
                                            true) ORDER BY p.performer_id)
           INTO performers, earnings
           FROM (SELECT DISTINCT i.performer_id FROM unnest(items) i WHERE i.outcome = 'ok') p;
+    END IF;
 
+    -- One statement writes the tips, their transfers and their events (all of a CTE's writes
+    -- happen whether or not the answer reads them) and answers every tip.
+    RETURN QUERY
+    WITH ok AS (
+        SELECT * FROM unnest(items) i WHERE i.outcome = 'ok'
+    ), new_tips AS (
         INSERT INTO tips (viewer_id, performer_id, stream_id, idempotency_key, request_hash,
                           tokens, currency, tokens_per_currency_unit, units_per_token, fee_bps,
                           gross_units, performer_units, platform_units, message,
                           message_private, shard)
-        SELECT i.viewer_id, i.performer_id, i.stream_id, i.key, i.request_hash, i.tokens,
+        SELECT ok.viewer_id, ok.performer_id, ok.stream_id, ok.key, ok.request_hash, ok.tokens,
                p_currency, p_tokens_per_unit, p_units_per_token, p_fee_bps,
-               i.tokens * p_units_per_token,
-               i.tokens * p_units_per_token
-                   - (i.tokens::numeric * p_units_per_token * p_fee_bps / 10000)::bigint,
-               (i.tokens::numeric * p_units_per_token * p_fee_bps / 10000)::bigint,
-               i.message, i.private, p_shard
-          FROM unnest(items) i
-         WHERE i.outcome = 'ok'
-         ORDER BY i.ord;
-
+               ok.tokens * p_units_per_token,
+               ok.tokens * p_units_per_token
+                   - (ok.tokens::numeric * p_units_per_token * p_fee_bps / 10000)::bigint,
+               (ok.tokens::numeric * p_units_per_token * p_fee_bps / 10000)::bigint,
+               ok.message, ok.private, p_shard
+          FROM ok
+         ORDER BY ok.ord
+        RETURNING *
+    ), made AS (
+        -- One tip per viewer in a batch, so the viewer names the tip.
+        SELECT ok.ord, ok.channel, ok.wallet_id, ROW(t.*)::tips AS tip
+          FROM new_tips t JOIN ok ON ok.viewer_id = t.viewer_id
+    ), moved AS (
         INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, asset, amount,
                                       kind, reference, batched)
-        SELECT 'tip:' || t.id || ':' || x.part, x.debit, x.credit, x.asset, x.amount, x.kind,
-               'tip:' || t.id, true
-          FROM unnest(items) i
-          JOIN tips t ON t.viewer_id = i.viewer_id AND t.idempotency_key = i.key
+        SELECT 'tip:' || (m.tip).id || ':' || x.part, x.debit, x.credit, x.asset, x.amount,
+               x.kind, 'tip:' || (m.tip).id, true
+          FROM made m
           JOIN unnest(performers, earnings) e(performer_id, account_id)
-            ON e.performer_id = i.performer_id
+            ON e.performer_id = (m.tip).performer_id
          CROSS JOIN LATERAL (VALUES
-               (1, 'tokens', i.wallet_id, burn_account, 'TKN', t.tokens, 'tip'),
-               (2, 'performer', liability_account, e.account_id, p_currency, t.performer_units,
-                'tip_share'),
-               (3, 'platform', liability_account, revenue_account, p_currency, t.platform_units,
-                'tip_fee')
+               (1, 'tokens', m.wallet_id, burn_account, 'TKN', (m.tip).tokens, 'tip'),
+               (2, 'performer', liability_account, e.account_id, p_currency,
+                (m.tip).performer_units, 'tip_share'),
+               (3, 'platform', liability_account, revenue_account, p_currency,
+                (m.tip).platform_units, 'tip_fee')
            ) x(n, part, debit, credit, asset, amount, kind)
-         WHERE i.outcome = 'ok' AND x.amount > 0
-         ORDER BY t.id, x.n;
-    END IF;
-
-    RETURN QUERY
-    WITH done AS (
-        SELECT i.ord, i.outcome, i.channel, t AS tip, u.display_name
-          FROM unnest(items) i
-          LEFT JOIN tips t
-                 ON i.outcome IN ('ok', 'replayed')
-                AND t.viewer_id = i.viewer_id AND t.idempotency_key = i.key
-          LEFT JOIN users u ON i.outcome = 'ok' AND u.id = i.viewer_id
+         WHERE x.amount > 0
+         ORDER BY (m.tip).id, x.n
     ), events AS (
-        SELECT d.ord, d.channel, jsonb_build_object(
-                   'type', 'tip',
-                   'tip_id', (d.tip).id,
-                   'stream_id', (d.tip).stream_id,
-                   'performer_id', (d.tip).performer_id,
-                   'viewer_id', (d.tip).viewer_id,
-                   'viewer_name', d.display_name,
-                   'tokens', (d.tip).tokens,
-                   'message', CASE WHEN (d.tip).message_private THEN NULL
-                                   ELSE (d.tip).message END,
-                   'private_message', (d.tip).message_private AND (d.tip).message IS NOT NULL,
-                   'at', (d.tip).created_at) AS payload
-          FROM done d
-         WHERE d.outcome = 'ok'
-    ), published AS (
         INSERT INTO outbox (channel, event_type, payload)
-        SELECT e.channel, 'tip', e.payload FROM events e ORDER BY e.ord
+        SELECT m.channel, 'tip', jsonb_build_object(
+                   'type', 'tip',
+                   'tip_id', (m.tip).id,
+                   'stream_id', (m.tip).stream_id,
+                   'performer_id', (m.tip).performer_id,
+                   'viewer_id', (m.tip).viewer_id,
+                   'viewer_name', u.display_name,
+                   'tokens', (m.tip).tokens,
+                   'message', CASE WHEN (m.tip).message_private THEN NULL
+                                   ELSE (m.tip).message END,
+                   'private_message', (m.tip).message_private AND (m.tip).message IS NOT NULL,
+                   'at', (m.tip).created_at)
+          FROM made m JOIN users u ON u.id = (m.tip).viewer_id
+         ORDER BY m.ord
         RETURNING id, payload
     )
-    SELECT d.ord::integer, d.outcome, p.id, p.payload, d.tip
-      FROM done d
-      LEFT JOIN published p
-             ON d.outcome = 'ok' AND (p.payload ->> 'tip_id')::bigint = (d.tip).id
-     ORDER BY d.ord;
+    SELECT i.ord, i.outcome, e.id, e.payload, coalesce(m.tip, old.tip)
+      FROM unnest(items) i
+      LEFT JOIN made m ON m.ord = i.ord
+      LEFT JOIN events e ON (e.payload ->> 'tip_id')::bigint = (m.tip).id
+      LEFT JOIN LATERAL (
+          SELECT x AS tip FROM tips x
+           WHERE i.outcome = 'replayed' AND x.viewer_id = i.viewer_id
+             AND x.idempotency_key = i.key
+          OFFSET 0) old ON true
+     ORDER BY i.ord;
 END
 $$;
