@@ -614,3 +614,49 @@ async def test_doctor_reports_the_reconciliation(
     assert (await reconcile.reconcile(db, dl_settings, "ccbill")).status == "ok"
     check = await ccbill_check()
     assert check["ok"] and "reconciled up to" in check["detail"], check
+
+
+async def test_the_worker_runs_the_reconciliation(
+    db: Conn, dl_settings: Settings, new_user: NewUser, stub: DatalinkStub, tmp_path: Path
+) -> None:
+    from tipstream.workers import broker
+
+    user, sub = await new_user(), new_subscription()
+    pid = await hinted_purchase(db, dl_settings, user, sub)
+    stub.body = new_line(sub)
+    env = tipctl_env(dl_settings, stub, tmp_path)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from tipctl.main import app; app()",
+        "run",
+        "worker",
+        "--threads",
+        "2",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        # The scheduler enqueues the hourly job for the slot it finds current; sent here too,
+        # as a second delivery: still one credit.
+        broker.setup(dl_settings)
+        from tipstream.payments import actors
+
+        actors.reconcile_ccbill.send()
+        for _ in range(150):
+            if (await queries.purchase(db, pid)).status == "credited":
+                break
+            await asyncio.sleep(0.2)
+        assert (await queries.purchase(db, pid)).status == "credited"
+        runs = await scalar(
+            db,
+            "SELECT count(*) FROM reconciliation_runs WHERE trigger = 'schedule' AND status = 'ok'",
+        )
+        assert runs >= 1
+    finally:
+        if worker.returncode is None:
+            worker.terminate()
+        output, _ = await asyncio.wait_for(worker.communicate(), timeout=60)
+    assert await balance(db, user) == 100
+    assert b"reconciled" in output, output.decode()[-2000:]
