@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from tipstream.accounts.schemas import PRINTABLE
+from tipstream.kyc.mrz import Mrz
 
 DocumentType = Literal["passport", "id_card", "driving_licence"]
 KycStatus = Literal[
@@ -106,21 +107,6 @@ class MrzRequest(msgspec.Struct, forbid_unknown_fields=True):
     mrz: MrzText
 
 
-class MrzFields(msgspec.Struct):
-    """What an MRZ says, parsed with every check digit valid."""
-
-    format: str
-    document_code: str
-    issuing_state: str
-    surname: str
-    given_names: str
-    document_number: str
-    nationality: str
-    birth_date: date
-    sex: str
-    expiry_date: date
-
-
 class MrzSuggestion(msgspec.Struct):
     """The MRZ tesseract read off the document images, for the reviewer to check and submit to
     POST .../mrz; only one whose check digits all hold is suggested."""
@@ -131,7 +117,7 @@ class MrzSuggestion(msgspec.Struct):
     image: str | None = None
     # Characters changed from what OCR read (O/0-style confusions the check digits confirmed).
     corrections: int = 0
-    fields: MrzFields | None = None
+    fields: Mrz | None = None
     # Form fields the suggested MRZ disagrees with.
     mismatches: list[str] = msgspec.field(default_factory=list)
     note: str | None = None

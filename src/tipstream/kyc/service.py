@@ -5,7 +5,6 @@ every view of personal data and every decision is written to the audit log."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -25,7 +24,6 @@ from tipstream.kyc.mrz import MrzError
 from tipstream.kyc.queries import SubmissionNotFound, SubmissionRow
 from tipstream.kyc.schemas import (
     KycState,
-    MrzFields,
     MrzSuggestion,
     StoredForm,
     SubmissionDetail,
@@ -615,15 +613,14 @@ async def mrz_suggestion(
         except ocr.OcrUnavailable:
             break
         if reading is not None:
-            parsed = reading.parsed
             return MrzSuggestion(
                 ocr_available=True,
                 found=True,
                 mrz=reading.text,
                 image=name,
                 corrections=reading.corrections,
-                fields=MrzFields(**dataclasses.asdict(parsed)),
-                mismatches=checks.cross_check(form, parsed),
+                fields=reading.parsed,
+                mismatches=checks.cross_check(form, reading.parsed),
             )
     return MrzSuggestion(
         ocr_available=True,

@@ -47,7 +47,36 @@ class Storage(Protocol):
         """Write and delete a probe object: what tipctl doctor checks."""
 
 
-class LocalDiskStorage:
+class BlockingStorage:
+    """A backend whose client blocks (file system calls, the S3 client): each call runs in a
+    thread so the event loop never waits on storage."""
+
+    def _put(self, name: str, blob: bytes) -> None:
+        raise NotImplementedError
+
+    def _get(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def _delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _probe(self) -> None:
+        raise NotImplementedError
+
+    async def put(self, name: str, blob: bytes) -> None:
+        await asyncio.to_thread(self._put, name, blob)
+
+    async def get(self, name: str) -> bytes:
+        return await asyncio.to_thread(self._get, name)
+
+    async def delete(self, name: str) -> None:
+        await asyncio.to_thread(self._delete, name)
+
+    async def probe(self) -> None:
+        await asyncio.to_thread(self._probe)
+
+
+class LocalDiskStorage(BlockingStorage):
     """Files at <dir>/<first 2 hex>/<name>, written to a temporary file, fsynced and renamed so a
     crash never leaves half an object; directories 0700, files 0600."""
 
@@ -87,20 +116,8 @@ class LocalDiskStorage:
         os.close(fd)
         probe.unlink()
 
-    async def put(self, name: str, blob: bytes) -> None:
-        await asyncio.to_thread(self._put, name, blob)
 
-    async def get(self, name: str) -> bytes:
-        return await asyncio.to_thread(self._get, name)
-
-    async def delete(self, name: str) -> None:
-        await asyncio.to_thread(self._delete, name)
-
-    async def probe(self) -> None:
-        await asyncio.to_thread(self._probe)
-
-
-class S3Storage:
+class S3Storage(BlockingStorage):
     """Objects at <prefix><name> in one bucket of an S3-compatible service, through the MinIO
     client (SigV4). Every failure other than "no such key" is StorageUnavailable: a 503 for the
     API, one line for tipctl, with the endpoint and the S3 error code but never a credential."""
@@ -195,18 +212,6 @@ class S3Storage:
             self.client.remove_object(self.bucket, probe)
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
             raise self._unavailable("the probe", exc) from None
-
-    async def put(self, name: str, blob: bytes) -> None:
-        await asyncio.to_thread(self._put, name, blob)
-
-    async def get(self, name: str) -> bytes:
-        return await asyncio.to_thread(self._get, name)
-
-    async def delete(self, name: str) -> None:
-        await asyncio.to_thread(self._delete, name)
-
-    async def probe(self) -> None:
-        await asyncio.to_thread(self._probe)
 
 
 def storage_for(settings: Settings) -> Storage:

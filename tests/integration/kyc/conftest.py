@@ -243,29 +243,32 @@ class Tipctl:
         return process.returncode, out.decode(), err.decode()
 
 
-@pytest.fixture
-def tipctl(kyc_settings: Settings, kyc_secrets: Path, vault_dir: Path, tmp_path: Path) -> Tipctl:
+def operator_tipctl(
+    settings: Settings, secrets_from: Path, vault: dict[str, Any], tmp_path: Path
+) -> Tipctl:
     """tipctl on the KYC database with a copy of the secrets (so rotating there leaves the
     running app's keyring alone until the test puts things back)."""
     secrets = tmp_path / "secrets"
-    shutil.copytree(kyc_secrets, secrets)
+    shutil.copytree(secrets_from, secrets)
     config = tmp_path / "tipstream.toml"
     config.write_text(
         _to_toml(
             {
                 "secrets_dir": str(secrets),
-                "database": {"url": kyc_settings.database.url, "pool_min": 1, "pool_max": 2},
-                "valkey": {
-                    "url": kyc_settings.valkey.url,
-                    "key_prefix": kyc_settings.valkey.key_prefix,
-                },
-                "vault": {"dir": str(vault_dir)},
+                "database": {"url": settings.database.url, "pool_min": 1, "pool_max": 2},
+                "valkey": {"url": settings.valkey.url, "key_prefix": settings.valkey.key_prefix},
+                "vault": vault,
                 "security": {"min_age_by_country": {"US": 21}},
                 "logging": {"level": "WARNING", "json": True},
             }
         )
     )
     return Tipctl(config, secrets)
+
+
+@pytest.fixture
+def tipctl(kyc_settings: Settings, kyc_secrets: Path, vault_dir: Path, tmp_path: Path) -> Tipctl:
+    return operator_tipctl(kyc_settings, kyc_secrets, {"dir": str(vault_dir)}, tmp_path)
 
 
 # --------------------------------------------------------------------------- S3 storage

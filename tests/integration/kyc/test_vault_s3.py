@@ -19,9 +19,15 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from PIL import Image
 
-from tests.conftest import _to_toml
 from tests.helpers import Browser, UserFactory, assert_problem, running_app, scalar
-from tests.integration.kyc.conftest import S3Server, SetRole, Tipctl, form_fields, submit
+from tests.integration.kyc.conftest import (
+    S3Server,
+    SetRole,
+    Tipctl,
+    form_fields,
+    operator_tipctl,
+    submit,
+)
 from tests.integration.kyc.test_vault import rotate_back
 from tipstream.config import Settings
 from tipstream.db import Conn
@@ -77,25 +83,8 @@ def s3_vault(s3_settings: Settings) -> Vault:
 def tipctl_s3(
     kyc_settings: Settings, s3_server: S3Server, s3_secrets: Path, tmp_path: Path
 ) -> Tipctl:
-    """tipctl as an operator of an S3-backed vault runs it (its own copy of the secrets)."""
-    secrets = tmp_path / "secrets"
-    shutil.copytree(s3_secrets, secrets)
-    config = tmp_path / "tipstream.toml"
-    config.write_text(
-        _to_toml(
-            {
-                "secrets_dir": str(secrets),
-                "database": {"url": kyc_settings.database.url, "pool_min": 1, "pool_max": 2},
-                "valkey": {
-                    "url": kyc_settings.valkey.url,
-                    "key_prefix": kyc_settings.valkey.key_prefix,
-                },
-                "vault": s3_server.vault_section(),
-                "logging": {"level": "WARNING", "json": True},
-            }
-        )
-    )
-    return Tipctl(config, secrets)
+    """tipctl as an operator of an S3-backed vault runs it."""
+    return operator_tipctl(kyc_settings, s3_secrets, s3_server.vault_section(), tmp_path)
 
 
 async def object_ids(conn: Conn, submission_id: int) -> list[str]:
