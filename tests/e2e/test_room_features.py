@@ -6,7 +6,8 @@
 - the report buttons on a chat message and on its author reach the moderator's queue;
 - a network blip: the viewer's connections to the app are reset (as a NAT or proxy dropping
   them would), and without a page reload the room socket comes back, chat works and the video
-  moves again.
+  moves again; then the viewer's media sockets stop receiving, and the page subscribes again
+  by itself until the video moves.
 
 Each page is screenshotted at phone and desktop widths and checked with axe-core."""
 
@@ -42,6 +43,31 @@ def client_ports(server_port: int) -> set[int]:
         text=True,
     ).stdout
     return {int(line.split()[-2].rsplit(":", 1)[1]) for line in listing.splitlines() if line}
+
+
+def browser_udp_ports() -> set[int]:
+    """Local ports of Chromium's UDP sockets (its WebRTC candidates) in our namespace."""
+    listing = subprocess.run(
+        ["ss", "-H", "-uanp"], check=True, capture_output=True, text=True
+    ).stdout
+    return {
+        int(line.split()[3].rsplit(":", 1)[1]) for line in listing.splitlines() if "chrom" in line
+    }
+
+
+def drop_udp(ports: set[int]) -> int:
+    """Destroy these UDP sockets: nothing reaches them any more, as when a NAT forgets the
+    mapping of a media flow. Returns how many were dropped."""
+    dropped = 0
+    for port in sorted(ports):
+        killed = subprocess.run(
+            ["ss", "-K", "-H", "-uan", f"( sport = :{port} )"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        dropped += len([line for line in killed.splitlines() if line.strip()])
+    return dropped
 
 
 def reset_connections(server_port: int, ports: set[int]) -> int:
@@ -121,6 +147,7 @@ async def test_tip_menu_reports_and_reconnect(
     viewer: Person = await new_person(base)
     await viewer.log_in(viewer_account.email, PASSWORD, "/")
     known = client_ports(port)
+    performer_udp = browser_udp_ports()
     await viewer.page.get_by_role("link", name="Menu show").click()
     await viewer.page.wait_for_url("**/rooms/*")
     await moving_video(viewer)
@@ -202,6 +229,19 @@ async def test_tip_menu_reports_and_reconnect(
     await page.get_by_label("Message", exact=True).fill("welcome back")
     await page.get_by_role("button", name="Send", exact=True).click()
     await viewer.page.locator("[data-chat-log]").filter(has_text="welcome back").wait_for()
+    assert await viewer.page.evaluate("() => window.sameDocument") == "yes"
+
+    # A media blip: the viewer's WebRTC sockets stop receiving. The page notices the peer
+    # connection failing and subscribes again: a new stream in the same <video>, moving.
+    await viewer.page.evaluate(
+        "() => { window.oldStream = document.querySelector('video').srcObject; }"
+    )
+    viewer_udp = browser_udp_ports() - performer_udp
+    assert drop_udp(viewer_udp) >= 1
+    await viewer.page.wait_for_function(
+        "() => document.querySelector('video').srcObject !== window.oldStream", timeout=45000
+    )
+    await moving_video(viewer)
     assert await viewer.page.evaluate("() => window.sameDocument") == "yes"
     # The history the rejoin repeats is not shown twice.
     assert await viewer.page.locator("[data-chat-log] li", has_text="back row").count() == 1

@@ -47,11 +47,17 @@ async function onOffer(message) {
       video.play().catch(() => {});
     }
   });
-  pc.addEventListener("connectionstatechange", () => {
-    if (pc && (pc.connectionState === "failed" || pc.connectionState === "disconnected")) {
-      say("Reconnecting the video…");
-      setTimeout(() => pc && pc.connectionState !== "connected" && subscribe(), 1500);
-    }
+  const current = pc;
+  let restarting = false;
+  current.addEventListener("connectionstatechange", () => {
+    if (restarting || !["failed", "disconnected"].includes(current.connectionState)) return;
+    say("Reconnecting the video…");
+    // "disconnected" often heals by itself; if not, a fresh socket brings a fresh subscription.
+    setTimeout(() => {
+      if (pc !== current || current.connectionState === "connected" || restarting) return;
+      restarting = true;
+      socket.restart();
+    }, 1500);
   });
   await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
   await pc.flushCandidates();

@@ -45,6 +45,13 @@ export class RoomSocket {
     });
   }
 
+  // Start over on a fresh socket, and so a fresh media session on the server (one socket holds
+  // one Janus handle, which refuses a second subscribe or publish): for a media path that died
+  // while the socket stayed up. The welcome of the new socket renegotiates the media.
+  restart() {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.close(4000, "restart");
+  }
+
   send(message) {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify(message));

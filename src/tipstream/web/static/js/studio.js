@@ -73,10 +73,13 @@ async function publish() {
   if (pc) pc.close();
   pc = peer(iceServers, socket);
   for (const track of media.getTracks()) pc.addTrack(track, media);
-  pc.addEventListener("connectionstatechange", () => {
-    if (pc && pc.connectionState === "failed" && stream) {
+  const current = pc;
+  current.addEventListener("connectionstatechange", () => {
+    if (pc === current && current.connectionState === "failed" && stream && socket) {
       liveState.textContent = "Media connection lost, reconnecting…";
-      publish().catch(() => {});
+      // A fresh socket publishes again on its welcome (the old Janus handle goes with the old
+      // socket; the stream stays live through the publisher grace period).
+      socket.restart();
     }
   });
   const offer = await pc.createOffer();
