@@ -114,6 +114,14 @@ def reconcile_cmd(
                 f"{summary.window_end:%Y-%m-%d %H:%M:%S} UTC (run {summary.run_id})",
                 highlight=False,
             )
+        if summary.remaining_until:
+            span = cfg.payments.ccbill.datalink_max_window_hours
+            out.print(
+                f"one Data Link request covers at most {span} h: "
+                f"{summary.window_end:%Y-%m-%d %H:%M:%S} .. "
+                f"{summary.remaining_until:%Y-%m-%d %H:%M:%S} is left to the next runs",
+                highlight=False,
+            )
         if summary.status == "ok":
             out.print(
                 f"done: {c.records} records: {c.credited} credited, {c.reversed} reversed, "

@@ -63,6 +63,9 @@ class ReconcileSummary:
     run_id: int | None = None
     counts: Counts = field(default_factory=Counts)
     error: str | None = None
+    # Set when the window asked for was longer than one Data Link request covers: the rest,
+    # up to this moment, is left to the next runs.
+    remaining_until: datetime | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -73,6 +76,7 @@ class ReconcileSummary:
             "window_end": self.window_end.isoformat() if self.window_end else None,
             **asdict(self.counts),
             "error": self.error,
+            "remaining_until": self.remaining_until.isoformat() if self.remaining_until else None,
         }
 
 
@@ -104,15 +108,6 @@ async def _window(
     return min(start, until - timedelta(minutes=1))
 
 
-def _chunks(start: datetime, end: datetime, hours: int) -> list[tuple[datetime, datetime]]:
-    step = timedelta(hours=hours)
-    spans = []
-    while start < end:
-        spans.append((start, min(start + step, end)))
-        start += step
-    return spans
-
-
 async def reconcile(
     conn: Conn,
     settings: Settings,
@@ -138,14 +133,16 @@ async def reconcile(
         if not force and last is not None and datetime.now(UTC) - last < interval:
             return ReconcileSummary(processor_name, "too-soon")
         start = await _window(conn, settings, since, until)
+        # One request a run (CCBill answers one an hour, for at most a day): a longer window is
+        # finished by the next runs, each starting where the last good one ended.
+        end = min(until, start + timedelta(hours=config.datalink_max_window_hours))
         run = await queries.insert_run(
-            conn, processor=processor_name, window_start=start, window_end=until, trigger=trigger
+            conn, processor=processor_name, window_start=start, window_end=end, trigger=trigger
         )
-        summary = ReconcileSummary(processor_name, "ok", start, until, run.id)
+        summary = ReconcileSummary(processor_name, "ok", start, end, run.id)
+        summary.remaining_until = until if end < until else None
         try:
-            records: list[DatalinkRecord] = []
-            for chunk_start, chunk_end in _chunks(start, until, config.datalink_max_window_hours):
-                records += await datalink.fetch(config, settings.secrets, chunk_start, chunk_end)
+            records = await datalink.fetch(config, settings.secrets, start, end)
         except DatalinkError as exc:
             summary.status, summary.error = "failed", exc.detail
             log.warning("datalink_failed", processor=processor_name, run=run.id, error=exc.detail)

@@ -509,6 +509,20 @@ async def test_a_webhook_later_than_datalink_still_credits(
     assert await balance(db, user) == 100
 
 
+async def test_a_long_window_is_asked_one_day_at_a_time(
+    db: Conn, dl_settings: Settings, stub: DatalinkStub
+) -> None:
+    since = datetime.now(UTC) - timedelta(days=3)
+    run = await reconcile.reconcile(db, dl_settings, "ccbill", since=since)
+    assert run.status == "ok" and len(stub.seen) == 1
+    assert run.window_end == since + timedelta(hours=24)
+    assert run.remaining_until is not None
+    assert datetime.now(UTC) - run.remaining_until < timedelta(minutes=1)
+    [query] = stub.seen
+    assert query["startTime"] == [ccbill_time(since)]
+    assert query["endTime"] == [ccbill_time(since + timedelta(hours=24))]
+
+
 async def test_a_sale_no_webhook_announced_credits_nobody(
     db: Conn, dl_settings: Settings, stub: DatalinkStub
 ) -> None:
