@@ -1,4 +1,4 @@
-"""tipctl kyc list|show|approve|reject|resubmit|purge|export|open-export"""
+"""tipctl kyc list|show|ocr|approve|reject|resubmit|purge|export|open-export"""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tipstream.accounts import service as accounts
 from tipstream.db import Conn
 from tipstream.kyc import export as kyc_export
 from tipstream.kyc import service
-from tipstream.kyc.schemas import SubmissionDetail, SubmissionSummary
+from tipstream.kyc.schemas import MrzSuggestion, SubmissionDetail, SubmissionSummary
 
 app = typer.Typer(
     help="KYC: the review queue, decisions, retention purges, lawful exports.",
@@ -122,6 +122,33 @@ def show(
         ]
     rows.append(("checks", msgspec.json.encode(found.checks).decode()))
     print_table(["field", "value"], rows)
+
+
+@app.command("ocr")
+def ocr(
+    submission_id: int = typer.Argument(..., min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (the API's keys)."),
+) -> None:
+    """The MRZ OCR (tesseract, where installed) reads off the document images, valid by its
+    check digits, and the form fields it disagrees with (audited). Exit 3 when none was read."""
+    cfg = settings()
+
+    async def fetch(conn: Conn) -> MrzSuggestion:
+        return await service.mrz_suggestion(conn, cfg, submission_id, actor_id=None, ip=None)
+
+    found = run(with_conn(cfg, fetch))
+    if as_json:
+        print_json(found)
+    elif found.found and found.mrz is not None:
+        out.print(found.mrz, markup=False, highlight=False)
+        out.print(
+            f"from the {found.image} image, {found.corrections} characters corrected; "
+            f"disagrees with the form on: {', '.join(found.mismatches) or 'nothing'}"
+        )
+    else:
+        out.print(found.note or "no MRZ read")
+    if not found.found:
+        raise typer.Exit(EXIT_NOTHING_TO_DO)
 
 
 def _decide(submission_id: int, decision: str, reason: str | None) -> None:

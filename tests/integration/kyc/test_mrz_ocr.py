@@ -7,6 +7,7 @@ is told to type the MRZ."""
 from __future__ import annotations
 
 import io
+import json
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.helpers import UserFactory, assert_problem, scalar
-from tests.integration.kyc.conftest import form_fields, image_files, submit
+from tests.integration.kyc.conftest import Tipctl, form_fields, image_files, submit
 from tipstream.db import Conn
 from tipstream.kyc import mrz, ocr
 
@@ -76,7 +77,7 @@ def test_tesseract_reads_a_rendered_td3_page() -> None:
 
 
 async def test_reviewers_get_the_ocr_mrz_as_a_suggestion(
-    performer: UserFactory, reviewer: UserFactory, kyc_db: Conn
+    performer: UserFactory, reviewer: UserFactory, kyc_db: Conn, tipctl: Tipctl
 ) -> None:
     number = "XK4712C08"
     person = await performer("ocr")
@@ -109,6 +110,13 @@ async def test_reviewers_get_the_ocr_mrz_as_a_suggestion(
     confirmed = await moderator.post(f"/api/kyc/review/{sid}/mrz", json={"mrz": body["mrz"]})
     assert confirmed.status_code == 200, confirmed.text
     assert confirmed.json()["flags"] == []
+
+    # The same suggestion for a reviewer working from tipctl.
+    code, out, err = await tipctl("kyc", "ocr", str(sid), "--json")
+    assert code == 0, err
+    assert json.loads(out)["mrz"] == body["mrz"]
+    code, out, err = await tipctl("kyc", "ocr", str(sid))
+    assert code == 0 and body["mrz"].split("\n")[1] in out and "nothing" in out
 
 
 async def test_without_tesseract_or_an_mrz_the_reviewer_types_it(
