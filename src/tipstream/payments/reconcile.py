@@ -122,7 +122,8 @@ async def reconcile(
     """Ask Data Link for [since, until) and apply what it confirms; see the module's doc."""
     _check_processor(settings, processor_name)
     config = settings.payments.ccbill
-    until = until or datetime.now(UTC)
+    # Never past now: a window's end is where the next run starts.
+    until = min(until or datetime.now(UTC), datetime.now(UTC))
     if since is not None and since >= until:
         raise InvalidInput("--since must be before --until (and before now)")
     if not await queries.try_lock_reconciliation(conn, processor_name):
