@@ -15,14 +15,24 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import certifi
+import structlog
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
+from prometheus_client import Counter
 
 from tipstream.config import Settings
 from tipstream.errors import Problem
 
 OBJECT_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+log = structlog.get_logger("tipstream.vault")
+STORAGE_FAILURES = Counter(
+    "tipstream_vault_storage_failures_total",
+    "Vault storage calls that failed (backend down, credentials refused, bucket missing)",
+    ["backend"],
+)
 
 
 class ObjectMissing(Exception):
@@ -167,9 +177,10 @@ class S3Storage(BlockingStorage):
             why = type(exc.reason).__name__
         else:
             why = type(exc).__name__
-        return StorageUnavailable(
-            f"S3 vault storage {self.endpoint} (bucket {self.bucket}): {action} failed: {why}"
-        )
+        STORAGE_FAILURES.labels(backend="s3").inc()
+        detail = f"S3 vault storage {self.endpoint} (bucket {self.bucket}): {action} failed: {why}"
+        log.error("vault.storage_unavailable", detail=detail)
+        return StorageUnavailable(detail)
 
     def _put(self, name: str, blob: bytes) -> None:
         try:

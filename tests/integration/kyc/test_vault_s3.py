@@ -18,6 +18,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import Browser, UserFactory, assert_problem, running_app, scalar
 from tests.integration.kyc.conftest import (
@@ -103,6 +104,15 @@ async def s3_reviewer(make_user: UserFactory, client: Any, set_role: SetRole) ->
     await set_role(person, "moderator")
     await person.enroll_totp()
     return person
+
+
+def storage_alarms(metrics: Any) -> float:
+    """tipstream_vault_storage_failures_total{backend="s3"} as Prometheus scrapes it."""
+    for family in text_string_to_metric_families(metrics.text):
+        for sample in family.samples:
+            if sample.name == "tipstream_vault_storage_failures_total":
+                return float(sample.value)
+    return 0.0
 
 
 def closed_port() -> int:
@@ -298,6 +308,7 @@ async def test_s3_down_or_refusing_is_a_503_that_changes_nothing(
             assert s3_server.secret_key not in json.dumps(refused)
             assert "not-the-secret-key" not in json.dumps(refused)
             assert why in refused["detail"], refused
+            assert storage_alarms(await person.get("/metrics")) > 0
             assert (await person.get("/api/kyc/me")).json()["status"] == "not_started"
             rows = await scalar(
                 kyc_db, "SELECT count(*) FROM kyc_submissions WHERE user_id = %s", (person.user_id,)
