@@ -13,7 +13,8 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -123,6 +124,41 @@ def _drain(reader: BinaryIO) -> None:
         pass
 
 
+@contextmanager
+def _piped(work: Callable[[BinaryIO], None], *, work_reads: bool, name: str) -> Iterator[BinaryIO]:
+    """A pipe with work(one end) running in a thread; the other end is the caller's. Whichever
+    side reads drains the pipe before it closes, so the writer never stays blocked on a full
+    pipe when the other side gave up. work's exception is re-raised here once the caller's side
+    is done without one of its own (the caller's error is the cause, work's only its echo)."""
+    read_fd, write_fd = os.pipe()
+    work_fd, own_fd = (read_fd, write_fd) if work_reads else (write_fd, read_fd)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        with os.fdopen(work_fd, "rb" if work_reads else "wb") as end:
+            try:
+                work(end)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+            finally:
+                if work_reads:
+                    _drain(end)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        with os.fdopen(own_fd, "wb" if work_reads else "rb") as own:
+            try:
+                yield own
+            finally:
+                if not work_reads:
+                    _drain(own)
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
 def encrypt_stream(
     produce: Callable[[BinaryIO], None],
     target: BinaryIO,
@@ -130,26 +166,8 @@ def encrypt_stream(
     counted: Callable[[int], None],
 ) -> None:
     """Run produce(writer) in a thread; everything it writes is encrypted into target."""
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def producer() -> None:
-        with os.fdopen(write_fd, "wb") as writer:
-            try:
-                produce(writer)
-            except BaseException as exc:  # re-raised in the caller's thread
-                failure.append(exc)
-
-    thread = threading.Thread(target=producer, name="backup-pack", daemon=True)
-    thread.start()
-    with os.fdopen(read_fd, "rb") as reader:
-        try:
-            pyrage.encrypt_io(reader, _Counting(target, counted), recipients)  # type: ignore[arg-type]
-        finally:
-            _drain(reader)  # never leave the producer blocked on a full pipe
-            thread.join()
-    if failure:
-        raise failure[0]
+    with _piped(produce, work_reads=False, name="backup-pack") as reader:
+        pyrage.encrypt_io(reader, _Counting(target, counted), recipients)  # type: ignore[arg-type]
 
 
 def decrypt_stream(
@@ -161,25 +179,10 @@ def decrypt_stream(
     """Decrypt source into consume(reader), run in a thread. Raises ArchiveUnreadable when the
     identity does not fit or the ciphertext does not authenticate (before consume's error,
     which is then only its consequence)."""
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def consumer() -> None:
-        with os.fdopen(read_fd, "rb") as reader:
-            try:
-                consume(reader)
-            except BaseException as exc:  # re-raised in the caller's thread
-                failure.append(exc)
-            finally:
-                _drain(reader)  # let the decryption finish even when the consumer gave up
-
-    thread = threading.Thread(target=consumer, name="backup-unpack", daemon=True)
-    thread.start()
     try:
-        with os.fdopen(write_fd, "wb") as writer:
+        with _piped(consume, work_reads=True, name="backup-unpack") as writer:
             pyrage.decrypt_io(_Counting(source, counted), writer, identities)  # type: ignore[arg-type]
     except (pyrage.DecryptError, OSError) as exc:
-        thread.join()
         # Past the header, pyrage reports a chunk that fails authentication as an OSError
         # without an errno; one with an errno is the disk's, not the archive's.
         if isinstance(exc, OSError) and not isinstance(exc, pyrage.DecryptError) and exc.errno:
@@ -191,6 +194,3 @@ def decrypt_stream(
         raise ArchiveUnreadable(
             f"the archive is damaged or was altered: decryption failed ({exc})"
         ) from None
-    thread.join()
-    if failure:
-        raise failure[0]

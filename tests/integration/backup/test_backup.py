@@ -24,7 +24,9 @@ from tests.integration.backup.conftest import Box, NewBox
 from tests.integration.ledger.conftest import insert_stream
 from tipstream import db as tsdb
 from tipstream.accounts import service as accounts
+from tipstream.accounts.schemas import User
 from tipstream.backup.queries import FIGURE_TABLES
+from tipstream.config import Settings
 from tipstream.ledger import tips
 from tipstream.vault.service import Vault
 
@@ -39,26 +41,23 @@ class BackedUp:
     object_id: uuid.UUID
 
 
+async def person(conn: tsdb.Conn, settings: Settings, name: str, role: str) -> User:
+    return await accounts.create_user(
+        conn,
+        settings,
+        email=f"{role}-{uuid.uuid4().hex[:8]}@example.test",
+        password=PASSWORD,
+        date_of_birth=date(1990, 5, 17),
+        display_name=name,
+        role=role,
+    )
+
+
 async def populate(box: Box) -> tuple[bytes, uuid.UUID]:
     settings = box.settings()
     async with tsdb.connect(settings) as conn:
-        viewer = await accounts.create_user(
-            conn,
-            settings,
-            email=f"viewer-{uuid.uuid4().hex[:8]}@example.test",
-            password=PASSWORD,
-            date_of_birth=date(1990, 5, 17),
-            display_name="Vera Viewer",
-        )
-        performer = await accounts.create_user(
-            conn,
-            settings,
-            email=f"performer-{uuid.uuid4().hex[:8]}@example.test",
-            password=PASSWORD,
-            date_of_birth=date(1992, 1, 2),
-            display_name="Perry Former",
-            role="performer",
-        )
+        viewer = await person(conn, settings, "Vera Viewer", "viewer")
+        performer = await person(conn, settings, "Perry Former", "performer")
         stream = await insert_stream(conn, performer.id)
     code, out, err = await box.tipctl("ledger", "buy", viewer.email, "tkn-550")
     assert code == 0, (out, err)
