@@ -62,6 +62,20 @@ def payments_settings(
     )
 
 
+class StubHandler(BaseHTTPRequestHandler):
+    """A stand-in API's request handler: answer() writes a whole response; no access log."""
+
+    def answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
 @contextmanager
 def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A processor's API stood in for on loopback, in a thread; yields its base URL."""

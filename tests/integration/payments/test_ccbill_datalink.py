@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -28,6 +27,7 @@ from tests.integration.ledger.conftest import NewUser
 from tests.integration.payments.conftest import (
     CCBILL_NETWORK,
     SECRETS,
+    StubHandler,
     loopback_server,
     payments_settings,
 )
@@ -58,20 +58,15 @@ class DatalinkStub:
 def stub() -> Iterator[DatalinkStub]:
     state = DatalinkStub()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StubHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             state.seen.append(parse_qs(url.query, keep_blank_values=True))
             time.sleep(state.delay)
-            body = state.body.encode() if url.path == "/data/main.cgi" else b"not found"
-            self.send_response(state.status if url.path == "/data/main.cgi" else 404)
-            self.send_header("content-type", "text/plain")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return None
+            if url.path == "/data/main.cgi":
+                self.answer(state.status, state.body.encode(), "text/plain")
+            else:
+                self.answer(404, b"not found", "text/plain")
 
     with loopback_server(Handler) as url:
         state.url = f"{url}/data/main.cgi"

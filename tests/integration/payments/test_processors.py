@@ -11,7 +11,6 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
@@ -20,7 +19,12 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.helpers import Browser, assert_problem, scalar
-from tests.integration.payments.conftest import SECRETS, loopback_server, payments_settings
+from tests.integration.payments.conftest import (
+    SECRETS,
+    StubHandler,
+    loopback_server,
+    payments_settings,
+)
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.ledger import service as ledger
@@ -189,7 +193,7 @@ def stripe_stub() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A loopback stand-in for api.stripe.com's Checkout Session endpoint."""
     seen: list[dict[str, Any]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StubHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", 0))
             form = parse_qs(self.rfile.read(length).decode())
@@ -204,14 +208,7 @@ def stripe_stub() -> Iterator[tuple[str, list[dict[str, Any]]]]:
                     "client_reference_id": form.get("client_reference_id", [""])[0],
                 }
             ).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return None
+            self.answer(200, body, "application/json")
 
     with loopback_server(Handler) as url:
         yield url, seen
