@@ -11,8 +11,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tests.conftest import _to_toml, create_database, drop_database
 from tipstream import db as tsdb
@@ -83,11 +86,28 @@ async def new_box(
     as the playbook does, keys=True makes the vault keys as `tipctl keys init` does."""
     admin_url, valkey_url = service_urls
     made: list[str] = []
+    roles: list[str] = []
 
-    async def build(label: str, *, migrate: bool = True, keys: bool = True) -> Box:
+    async def build(
+        label: str, *, migrate: bool = True, keys: bool = True, own_role: bool = False
+    ) -> Box:
         dbname = f"tipstream_test_{uuid.uuid4().hex[:12]}_{label}"
         url = await create_database(admin_url, dbname)
         made.append(dbname)
+        if own_role:
+            # As installed: the app connects as a login role that owns its database and is
+            # no superuser.
+            role = f"tipstream_test_{uuid.uuid4().hex[:8]}"
+            async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+                await conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+                await conn.execute(
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(dbname), sql.Identifier(role)
+                    )
+                )
+            roles.append(role)
+            parts = urlsplit(url)
+            url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
         box = Box(
             name=label,
             root=tmp_path_factory.mktemp(f"box-{label}"),
@@ -106,3 +126,6 @@ async def new_box(
     yield build
     for dbname in made:
         await drop_database(admin_url, dbname)
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        for role in roles:
+            await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -228,8 +228,10 @@ async def test_restore_into_a_fresh_install(backed_up: BackedUp, new_box: NewBox
 
 
 async def test_restore_into_an_empty_database(backed_up: BackedUp, new_box: NewBox) -> None:
-    # Not even migrated, and no keys yet: the archive brings the schema and the keys.
-    target = await new_box("bare", migrate=False, keys=False)
+    # Not even migrated, and no keys yet: the archive brings the schema and the keys. The app
+    # connects as its own role (owner of the database, no superuser), as on an installed node,
+    # while the source's objects belonged to another role.
+    target = await new_box("bare", migrate=False, keys=False, own_role=True)
     code, out, err = await target.tipctl(
         "restore", str(backed_up.archive), "-i", str(backed_up.identity), "--yes", "--json"
     )
@@ -244,6 +246,13 @@ async def test_restore_into_an_empty_database(backed_up: BackedUp, new_box: NewB
         "vault objects open": True,
     }
     assert (await state(target))["balances"] == (await state(backed_up.source))["balances"]
+    async with tsdb.connect(target.settings()) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'"
+            " AND tableowner <> current_user"
+        )
+        row = await cur.fetchone()
+    assert row is not None and row["n"] == 0  # every table is the app role's
 
 
 async def test_a_damaged_archive_is_refused(
