@@ -142,7 +142,8 @@ def ocr(
     elif found.found and found.mrz is not None:
         out.print(found.mrz, markup=False, highlight=False)
         out.print(
-            f"from the {found.image} image, {found.corrections} characters corrected; "
+            f"from the {found.image} image, {found.corrections} characters corrected "
+            f"({found.unconfirmed_corrections} where no check digit reaches); "
             f"disagrees with the form on: {', '.join(found.mismatches) or 'nothing'}"
         )
     else:

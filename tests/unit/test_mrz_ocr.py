@@ -32,6 +32,8 @@ def test_letters_in_digit_fields_and_digits_in_letter_fields_are_corrected() -> 
     assert reading is not None
     assert reading.text == ICAO_TD3
     assert reading.corrections == 5
+    # UT0 -> UTO is vouched for by the layout alone (no check digit covers the nationality).
+    assert reading.unconfirmed == 1
     assert reading.parsed.nationality == "UTO"
 
 
@@ -40,7 +42,7 @@ def test_a_document_number_confusion_is_fixed_only_when_its_check_digit_decides(
     # O for 0 inside the number: only one reading satisfies the number's check digit.
     reading = ocr.find_mrz(noisy(mrz, (1, 2, "O")), today=TODAY)
     assert reading is not None and reading.parsed.document_number == "AB0123456"
-    assert reading.corrections == 1
+    assert reading.corrections == 1 and reading.unconfirmed == 0
 
 
 def test_miscounted_fillers_are_absorbed() -> None:

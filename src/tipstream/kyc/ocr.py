@@ -49,6 +49,14 @@ TD1_LAYOUT = (
 # Where the document number and its check digit are: (line, start, end, check digit index).
 NUMBER_AT = {"TD3": (1, 0, 9, 9), "TD1": (0, 5, 14, 14)}
 MAX_AMBIGUOUS = 6
+# (line, position) no check digit covers: TD3's first line, nationality and sex; TD1's document
+# code, issuing state, sex, nationality and names.
+UNCHECKED = {
+    "TD3": {(0, i) for i in range(44)} | {(1, 10), (1, 11), (1, 12), (1, 20)},
+    "TD1": {(0, i) for i in range(5)}
+    | {(1, 7), (1, 15), (1, 16), (1, 17)}
+    | {(2, i) for i in range(30)},
+}
 MAX_FILLER_SLIP = 6
 FILLER_RUN = re.compile(r"<{2,}")
 # One block of text, the MRZ alphabet only, no dictionaries (an MRZ is not words).
@@ -68,6 +76,9 @@ class MrzReading:
     text: str  # the MRZ as it validates, lines joined by "\n"
     parsed: mrzlib.Mrz
     corrections: int  # characters changed from what tesseract read
+    # Of those, changes no check digit covers (a digit read in a name or a country code, made the
+    # letter it is confused with): the layout vouches for them, the reviewer should look.
+    unconfirmed: int = 0
 
 
 def tesseract() -> str | None:
@@ -181,8 +192,13 @@ def _validated(lines: list[str], today: date) -> mrzlib.Mrz | None:
         return None
 
 
-def _changes(raw: list[str], fixed: list[str]) -> int:
-    return sum(a != b for r, f in zip(raw, fixed, strict=True) for a, b in zip(r, f, strict=True))
+def _changed_at(raw: list[str], fixed: list[str]) -> set[tuple[int, int]]:
+    return {
+        (row, at)
+        for row, (r, f) in enumerate(zip(raw, fixed, strict=True))
+        for at, (a, b) in enumerate(zip(r, f, strict=True))
+        if a != b
+    }
 
 
 def find_mrz(text: str, *, today: date | None = None) -> MrzReading | None:
@@ -196,12 +212,13 @@ def find_mrz(text: str, *, today: date | None = None) -> MrzReading | None:
             for lines in _number_readings(typed, fmt)
             if (parsed := _validated(lines, today)) is not None
         ]
-        scored = sorted((_changes(raw, lines), n) for n, (lines, _) in enumerate(valid))
+        scored = sorted((len(_changed_at(raw, lines)), n) for n, (lines, _) in enumerate(valid))
         # The reading that changes least; two equally close ones are a guess, not a reading.
         if scored and (len(scored) == 1 or scored[0][0] < scored[1][0]):
             changed, best = scored[0]
             lines, parsed = valid[best]
-            return MrzReading("\n".join(lines), parsed, changed)
+            unconfirmed = len(_changed_at(raw, lines) & UNCHECKED[fmt])
+            return MrzReading("\n".join(lines), parsed, changed, unconfirmed)
     return None
 
 

@@ -115,8 +115,10 @@ class MrzSuggestion(msgspec.Struct):
     found: bool
     mrz: str | None = None
     image: str | None = None
-    # Characters changed from what OCR read (O/0-style confusions the check digits confirmed).
+    # Characters changed from what OCR read (O/0-style confusions); unconfirmed_corrections of
+    # them sit where no check digit reaches (names, country codes, sex): look at those.
     corrections: int = 0
+    unconfirmed_corrections: int = 0
     fields: Mrz | None = None
     # Form fields the suggested MRZ disagrees with.
     mismatches: list[str] = msgspec.field(default_factory=list)

@@ -619,6 +619,7 @@ async def mrz_suggestion(
                 mrz=reading.text,
                 image=name,
                 corrections=reading.corrections,
+                unconfirmed_corrections=reading.unconfirmed,
                 fields=reading.parsed,
                 mismatches=checks.cross_check(form, reading.parsed),
             )
