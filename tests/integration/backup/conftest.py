@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -18,6 +19,7 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import _to_toml, create_database, drop_database
+from tests.integration.kyc.conftest import s3_server  # noqa: F401 (the S3 tests' server)
 from tipstream import db as tsdb
 from tipstream.config import Settings, generate_secret, load_settings
 
@@ -31,6 +33,8 @@ class Box:
     database_url: str
     valkey_url: str
     key_prefix: str
+    # The [vault] section; default: local files under root/var/vault.
+    vault_section: dict[str, Any] | None = None
     config: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -40,7 +44,7 @@ class Box:
             "secrets_dir": str(self.secrets),
             "database": {"url": self.database_url, "pool_min": 1, "pool_max": 2},
             "valkey": {"url": self.valkey_url, "key_prefix": self.key_prefix},
-            "vault": {"dir": str(self.vault)},
+            "vault": self.vault_section or {"dir": str(self.vault)},
             "logging": {"level": "WARNING", "json": True},
         }
         self.config = self.root / "tipstream.toml"
@@ -89,7 +93,13 @@ async def new_box(
     roles: list[str] = []
 
     async def build(
-        label: str, *, migrate: bool = True, keys: bool = True, own_role: bool = False
+        label: str,
+        *,
+        migrate: bool = True,
+        keys: bool = True,
+        own_role: bool = False,
+        vault: dict[str, Any] | None = None,
+        secrets: dict[str, str] | None = None,
     ) -> Box:
         dbname = f"tipstream_test_{uuid.uuid4().hex[:12]}_{label}"
         url = await create_database(admin_url, dbname)
@@ -114,7 +124,10 @@ async def new_box(
             database_url=url,
             valkey_url=valkey_url,
             key_prefix=f"{key_prefix}bk{uuid.uuid4().hex[:6]}:",
+            vault_section=vault,
         )
+        for name, value in (secrets or {}).items():
+            (box.secrets / name).write_text(value + "\n")
         if migrate:
             async with tsdb.connect(box.settings()) as conn:
                 await tsdb.migrate(conn)
