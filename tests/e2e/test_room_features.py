@@ -7,7 +7,8 @@
 - a network blip: the viewer's connections to the app are reset (as a NAT or proxy dropping
   them would), and without a page reload the room socket comes back, chat works and the video
   moves again; then the viewer's media sockets stop receiving, and the page subscribes again
-  by itself until the video moves.
+  by itself until the video moves; then the performer's, and the studio publishes again and the
+  viewer's page follows it to a new, moving stream.
 
 Each page is screenshotted at phone and desktop widths and checked with axe-core."""
 
@@ -243,6 +244,22 @@ async def test_tip_menu_reports_and_reconnect(
     )
     await moving_video(viewer)
     assert await viewer.page.evaluate("() => window.sameDocument") == "yes"
+
+    # The same on the performer's side: the studio publishes again on a fresh socket, and the
+    # viewer's page follows the performer back to a new, moving stream.
+    await page.evaluate("() => { window.sameDocument = 'yes'; }")
+    await viewer.page.evaluate(
+        "() => { window.oldStream = document.querySelector('video').srcObject; }"
+    )
+    assert drop_udp(performer_udp & browser_udp_ports()) >= 1
+    live_state = page.locator("[data-live-state]")
+    await live_state.filter(has_text="reconnecting").wait_for(timeout=45000)
+    await live_state.filter(has_text="You are live").wait_for(timeout=30000)
+    await viewer.page.wait_for_function(
+        "() => document.querySelector('video').srcObject !== window.oldStream", timeout=45000
+    )
+    await moving_video(viewer)
+    assert await page.evaluate("() => window.sameDocument") == "yes"
     # The history the rejoin repeats is not shown twice.
     assert await viewer.page.locator("[data-chat-log] li", has_text="back row").count() == 1
 

@@ -32,10 +32,19 @@ function closePeer() {
   pc = null;
 }
 
+// The server allows one subscription per socket (one Janus handle): a second one (the
+// performer came back, or our media path died) starts over on a fresh socket, whose welcome
+// subscribes again.
+let subscribedHere = false;
 function subscribe() {
   closePeer();
   say("Connecting to the video…");
-  socket.send({ type: "subscribe", substream: quality });
+  if (subscribedHere) {
+    subscribedHere = false;
+    socket.restart();
+    return;
+  }
+  subscribedHere = socket.send({ type: "subscribe", substream: quality });
 }
 
 async function onOffer(message) {
@@ -48,16 +57,11 @@ async function onOffer(message) {
     }
   });
   const current = pc;
-  let restarting = false;
   current.addEventListener("connectionstatechange", () => {
-    if (restarting || !["failed", "disconnected"].includes(current.connectionState)) return;
+    if (!["failed", "disconnected"].includes(current.connectionState)) return;
     say("Reconnecting the video…");
-    // "disconnected" often heals by itself; if not, a fresh socket brings a fresh subscription.
-    setTimeout(() => {
-      if (pc !== current || current.connectionState === "connected" || restarting) return;
-      restarting = true;
-      socket.restart();
-    }, 1500);
+    // "disconnected" often heals by itself; if not, subscribe again.
+    setTimeout(() => pc === current && current.connectionState !== "connected" && subscribe(), 1500);
   });
   await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
   await pc.flushCandidates();
@@ -80,6 +84,7 @@ const chatLog = root.querySelector("[data-chat-log]");
 const socket = new RoomSocket(streamId, {
   welcome(message) {
     iceServers = message.ice_servers;
+    subscribedHere = false;
     chat.notice("You joined the room.");
     for (const line of message.history || []) chat.add(line);
     showGoal(root, message.goal);
@@ -111,6 +116,8 @@ const socket = new RoomSocket(streamId, {
     over = true;
   },
   error: (m) => {
+    // A refused subscription leaves no handle behind: the next one may use this socket.
+    if (m.code === "no-publisher" || m.code === "subscribe-failed") subscribedHere = false;
     if (m.code === "no-publisher") say("Waiting for the performer to start the camera…");
     else chat.notice(m.detail || m.code);
   },

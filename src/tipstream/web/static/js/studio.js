@@ -75,12 +75,15 @@ async function publish() {
   for (const track of media.getTracks()) pc.addTrack(track, media);
   const current = pc;
   current.addEventListener("connectionstatechange", () => {
-    if (pc === current && current.connectionState === "failed" && stream && socket) {
+    if (!["failed", "disconnected"].includes(current.connectionState)) return;
+    // "disconnected" often heals by itself within a moment; if not, a fresh socket publishes
+    // again on its welcome (the old Janus handle goes with the old socket; the stream stays
+    // live through the publisher grace period).
+    setTimeout(() => {
+      if (pc !== current || current.connectionState === "connected" || !stream || !socket) return;
       liveState.textContent = "Media connection lost, reconnecting…";
-      // A fresh socket publishes again on its welcome (the old Janus handle goes with the old
-      // socket; the stream stays live through the publisher grace period).
       socket.restart();
-    }
+    }, 2000);
   });
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);

@@ -101,9 +101,16 @@ export function menuEditor(form, performerId) {
     }
   });
 
+  // Nothing to edit until the saved menu is in: rows added before it arrived would be wiped.
+  const save = form.querySelector('button[type="submit"]');
+  add.disabled = save.disabled = true;
   api("GET", menuUrl(performerId))
     .then(show)
-    .catch((error) => showProblem(form, error));
+    .catch((error) => showProblem(form, error))
+    .finally(() => {
+      save.disabled = false;
+      renumber();
+    });
 }
 
 // ------------------------------------------------------------------ room: one-click menu tips
