@@ -192,10 +192,30 @@ async def tipper(
     return done
 
 
-def core_process(job: CoreJob) -> tuple[int, list[float], int]:
-    settings = load_settings(Path(job.config), environ={})
+def backend_cpu_seconds(pids: list[int]) -> float:
+    """CPU time Postgres backends have used (read from /proc: Postgres runs on this box)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
-    async def main() -> tuple[int, list[float], int]:
+
+def core_process(job: CoreJob) -> tuple[int, list[float], int, float, float]:
+    """Tips, latencies, batches, this process's CPU seconds and its Postgres backends'."""
+    settings = load_settings(Path(job.config), environ={})
+    app_name = f"bench-ledger-{os.getpid()}"
+
+    async def connect() -> tsdb.Conn:
+        conn = await psycopg.AsyncConnection.connect(
+            tsdb.conninfo(settings),
+            autocommit=True,
+            row_factory=psycopg.rows.dict_row,
+            application_name=app_name,
+        )
+        return conn
+
+    async def main() -> tuple[int, list[float], int, float, float]:
         async with contextlib.AsyncExitStack() as stack:
             batcher = None
             if job.batched:
@@ -205,11 +225,13 @@ def core_process(job: CoreJob) -> tuple[int, list[float], int]:
                         workers=job.batch_workers,
                         max_batch=job.max_batch,
                         linger=job.linger,
+                        connect=connect,
                     )
                 )
             # Every process starts at the same moment.
             await asyncio.sleep(max(0.0, job.start_at - time.time()))
             deadline = time.perf_counter() + job.seconds
+            cpu_before = time.process_time()
             latencies: list[float] = []
             counts = await asyncio.gather(
                 *[
@@ -219,7 +241,22 @@ def core_process(job: CoreJob) -> tuple[int, list[float], int]:
                     for k in range(job.tippers)
                 ]
             )
-            return sum(counts), latencies, batcher.batches if batcher else 0
+            client_cpu = time.process_time() - cpu_before
+            server_cpu = 0.0
+            if batcher is not None:
+                async with tsdb.connect(settings) as conn:
+                    cur = await conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                        (app_name,),
+                    )
+                    server_cpu = backend_cpu_seconds([r["pid"] for r in await cur.fetchall()])
+            return (
+                sum(counts),
+                latencies,
+                batcher.batches if batcher else 0,
+                client_cpu,
+                server_cpu,
+            )
 
     return asyncio.run(main())
 
@@ -255,7 +292,13 @@ def run_core(
     latencies = [x for r in results for x in r[1]]
     batches = sum(r[2] for r in results)
     if batches:
-        name = f"{name} ({count / batches:.0f}/batch)"
+        client_us = sum(r[3] for r in results) / count * 1e6
+        server_us = sum(r[4] for r in results) / count * 1e6
+        print(
+            f"# {name}: {count / batches:.0f} tips a batch; CPU per tip: Python {client_us:.0f} us"
+            f" (callers and batcher), Postgres {server_us:.0f} us",
+            flush=True,
+        )
     return Result(name, count, args.seconds, latencies)
 
 

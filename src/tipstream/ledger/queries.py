@@ -115,6 +115,8 @@ class TipRow:
     message_private: bool
     shard: int
     created_at: datetime
+    # The batch that posted it (its credits rolled up per batch), None when posted alone.
+    batch_id: int | None = None
 
 
 @dataclass

@@ -5,7 +5,9 @@ Checks, each over the whole ledger:
 - every account's balance columns equal the sums of its transfers;
 - no account with an overdraft flag is below zero unless frozen for review;
 - every tip has its fee split: the arithmetic at its stored rate and fee, its three transfers
-  with those amounts, and funding lots that add up to its tokens;
+  with those amounts, and funding lots that add up to its tokens; a tip posted in a batch has
+  its tokens transfer, and its batch one performer-share transfer per performer and one
+  platform-fee transfer, each exactly the sum of its tips' split, to the right accounts;
 - every wallet's open lots add up to its balance;
 - every purchase has its processor event and its transfers (once the purchases table exists);
 - the triggers that make transfers immutable and apply them to balances are in place.
@@ -159,10 +161,12 @@ SELECT t.id,
        OR t.platform_units::numeric * 10000 <> t.gross_units::numeric * t.fee_bps
        OR t.performer_units + t.platform_units <> t.gross_units AS bad_split,
        tok.amount IS DISTINCT FROM t.tokens OR tok.asset <> 'TKN' AS bad_tokens,
-       CASE WHEN t.performer_units = 0 THEN perf.id IS NOT NULL
+       CASE WHEN t.batch_id IS NOT NULL THEN perf.id IS NOT NULL
+            WHEN t.performer_units = 0 THEN perf.id IS NOT NULL
             ELSE perf.amount IS DISTINCT FROM t.performer_units
                  OR perf.asset <> t.currency END AS bad_performer,
-       CASE WHEN t.platform_units = 0 THEN plat.id IS NOT NULL
+       CASE WHEN t.batch_id IS NOT NULL THEN plat.id IS NOT NULL
+            WHEN t.platform_units = 0 THEN plat.id IS NOT NULL
             ELSE plat.amount IS DISTINCT FROM t.platform_units
                  OR plat.asset <> t.currency END AS bad_platform,
        coalesce(f.tokens, 0) <> t.tokens AS bad_funding
@@ -203,6 +207,47 @@ async def check_tips(conn: Conn, progress: Progress) -> VerifyCheck:
         progress("tips", end - lo + 1, total)
         start = end + 1
     return _check("every tip has its split", checked, problems)
+
+
+# What each tip batch's rolled-up credits must be (from its tips), beside what they are.
+TIP_BATCHES_SQL = """
+WITH want AS (
+    SELECT 'tipbatch:' || batch_id || ':performer:' || performer_id AS id, currency AS asset,
+           sum(performer_units)::bigint AS amount, performer_id AS owner_id,
+           'earnings' AS credit_kind
+      FROM tips WHERE batch_id IS NOT NULL
+     GROUP BY batch_id, performer_id, currency
+    HAVING sum(performer_units) > 0
+    UNION ALL
+    SELECT 'tipbatch:' || batch_id || ':platform', currency, sum(platform_units)::bigint,
+           NULL, 'revenue'
+      FROM tips WHERE batch_id IS NOT NULL
+     GROUP BY batch_id, currency
+    HAVING sum(platform_units) > 0
+), have AS (
+    SELECT x.id, x.asset, x.amount, c.owner_id, c.kind AS credit_kind, d.kind AS debit_kind
+      FROM ledger_transfers x
+      JOIN ledger_accounts c ON c.id = x.credit_account_id
+      JOIN ledger_accounts d ON d.id = x.debit_account_id
+     WHERE x.reference LIKE 'tipbatch:%'
+)
+SELECT coalesce(w.id, h.id) AS id, w.amount AS want, h.amount AS have
+  FROM want w FULL JOIN have h ON h.id = w.id
+ WHERE w.amount IS DISTINCT FROM h.amount OR w.asset IS DISTINCT FROM h.asset
+    OR w.owner_id IS DISTINCT FROM h.owner_id OR w.credit_kind IS DISTINCT FROM h.credit_kind
+    OR h.debit_kind IS DISTINCT FROM 'token_liability'
+"""
+
+
+async def check_tip_batches(conn: Conn) -> VerifyCheck:
+    cur = await conn.execute(TIP_BATCHES_SQL)
+    problems = [
+        f"tip batch transfer {r['id']}: its tips say {r['want']}, the ledger says {r['have']}"
+        " (amount, or the accounts it moves between)"
+        for r in await cur.fetchall()
+    ]
+    batches = await _scalar(conn, "SELECT count(DISTINCT batch_id) FROM tips")
+    return _check("every tip batch's credits equal its tips' split", batches, problems)
 
 
 async def check_lots(conn: Conn) -> VerifyCheck:
@@ -307,6 +352,7 @@ async def verify(conn: Conn, progress: Progress | None = None) -> VerifyReport:
         checks.append(negatives)
         notes += negative_notes
         checks.append(await check_tips(conn, report))
+        checks.append(await check_tip_batches(conn))
         checks.append(await check_lots(conn))
         purchases, purchase_notes = await check_purchases(conn)
         notes += purchase_notes

@@ -7,6 +7,10 @@
 --   never deadlock on the hot shard rows). A batched transfer is posted and unforced (no
 --   two-phase, no frozen-account reversal), and never credits a wallet (no lot to open); a
 --   debited wallet still spends its oldest lots, one transfer at a time, as before.
+-- * Hot credit sides rolled up: per tip only the viewer's debit is a transfer of its own (tokens
+--   burned, checked and applied synchronously, spending the wallet's lots); the currency credits
+--   of a batch are one performer-share transfer per performer and one platform-fee transfer,
+--   each the exact sum of its tips' split, in the same transaction.
 -- * ledger_post_tips takes arrays (one element per tip, at most one tip per viewer) and answers
 --   one row per tip: 'ok', 'replayed' or the SQLSTATE the single-tip function would have raised
 --   (TS001 frozen, TS010 key reused, TS011/TS012 stream, TS013 self-tip, TS014 funds, TS015 fee
@@ -141,6 +145,13 @@ CREATE TRIGGER ledger_transfers_apply_batched
     REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_transfers_apply_batched();
 
+-- A batch's tips name it; its performer shares and platform fee are transfers
+-- 'tipbatch:<batch>:performer:<performer id>' and 'tipbatch:<batch>:platform', each the sum of
+-- the tips' split (checked by `tipctl ledger verify`). Tips posted one at a time have no batch
+-- and their own three transfers, as before.
+CREATE SEQUENCE tip_batches;
+ALTER TABLE tips ADD COLUMN batch_id bigint;
+
 -- One element of a tip batch, with what the checks found.
 CREATE TYPE tip_batch_item AS (
     ord           integer,
@@ -166,8 +177,8 @@ CREATE TYPE tip_batch_result AS (
 );
 
 -- Many tips in one transaction (the caller's). Each tip is checked as ledger_post_tip checks
--- one, in the same order; the tips that pass are written as ledger_post_tip writes one (tip row,
--- three transfers, outbox event), all on shard p_shard, their transfers batched.
+-- one, in the same order; each tip that passes gets its row, its tokens transfer and its outbox
+-- event, and the batch its rolled-up credits, all on shard p_shard.
 -- Lock order: the viewers' wallets in id order, then (the statement trigger) every account the
 -- transfers touch in id order.
 CREATE FUNCTION ledger_post_tips(
@@ -183,6 +194,7 @@ DECLARE
     burn_account bigint;
     liability_account bigint;
     revenue_account bigint;
+    batch bigint;
 BEGIN
     IF (SELECT count(DISTINCT v) FROM unnest(p_viewer_ids) v) <> cardinality(p_viewer_ids)
        OR cardinality(p_viewer_ids) IS DISTINCT FROM cardinality(p_stream_ids)
@@ -240,6 +252,7 @@ BEGIN
           OFFSET 0) w ON true;
 
     IF EXISTS (SELECT 1 FROM unnest(items) i WHERE i.outcome = 'ok') THEN
+        batch := nextval('tip_batches');
         burn_account := ledger_account_id(NULL, 'TKN', 'issuance', '', p_shard, false);
         liability_account := ledger_account_id(NULL, p_currency, 'token_liability', '', p_shard,
                                                false);
@@ -260,14 +273,14 @@ BEGIN
         INSERT INTO tips (viewer_id, performer_id, stream_id, idempotency_key, request_hash,
                           tokens, currency, tokens_per_currency_unit, units_per_token, fee_bps,
                           gross_units, performer_units, platform_units, message,
-                          message_private, shard)
+                          message_private, shard, batch_id)
         SELECT ok.viewer_id, ok.performer_id, ok.stream_id, ok.key, ok.request_hash, ok.tokens,
                p_currency, p_tokens_per_unit, p_units_per_token, p_fee_bps,
                ok.tokens * p_units_per_token,
                ok.tokens * p_units_per_token
                    - (ok.tokens::numeric * p_units_per_token * p_fee_bps / 10000)::bigint,
                (ok.tokens::numeric * p_units_per_token * p_fee_bps / 10000)::bigint,
-               ok.message, ok.private, p_shard
+               ok.message, ok.private, p_shard, batch
           FROM ok
          ORDER BY ok.ord
         RETURNING *
@@ -276,22 +289,29 @@ BEGIN
         SELECT ok.ord, ok.channel, ok.wallet_id, ROW(t.*)::tips AS tip
           FROM new_tips t JOIN ok ON ok.viewer_id = t.viewer_id
     ), moved AS (
+        -- Per tip, the viewer's tokens burned (the synchronous side); per batch, the credits:
+        -- one performer share per performer and one platform fee, each the sum of its tips.
         INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, asset, amount,
-                                      kind, reference, batched)
-        SELECT 'tip:' || (m.tip).id || ':' || x.part, x.debit, x.credit, x.asset, x.amount,
-               x.kind, 'tip:' || (m.tip).id, true
+                                      kind, reference, metadata, batched)
+        SELECT 'tip:' || (m.tip).id || ':tokens', m.wallet_id, burn_account, 'TKN',
+               (m.tip).tokens, 'tip', 'tip:' || (m.tip).id, '{}'::jsonb, true
           FROM made m
+        UNION ALL
+        SELECT 'tipbatch:' || batch || ':performer:' || p.performer_id, liability_account,
+               e.account_id, p_currency, p.units, 'tip_share', 'tipbatch:' || batch,
+               jsonb_build_object('tips', p.tips), true
+          FROM (SELECT (m.tip).performer_id, sum((m.tip).performer_units)::bigint AS units,
+                       count(*) AS tips
+                  FROM made m GROUP BY (m.tip).performer_id) p
           JOIN unnest(performers, earnings) e(performer_id, account_id)
-            ON e.performer_id = (m.tip).performer_id
-         CROSS JOIN LATERAL (VALUES
-               (1, 'tokens', m.wallet_id, burn_account, 'TKN', (m.tip).tokens, 'tip'),
-               (2, 'performer', liability_account, e.account_id, p_currency,
-                (m.tip).performer_units, 'tip_share'),
-               (3, 'platform', liability_account, revenue_account, p_currency,
-                (m.tip).platform_units, 'tip_fee')
-           ) x(n, part, debit, credit, asset, amount, kind)
-         WHERE x.amount > 0
-         ORDER BY (m.tip).id, x.n
+            ON e.performer_id = p.performer_id
+         WHERE p.units > 0
+        UNION ALL
+        SELECT 'tipbatch:' || batch || ':platform', liability_account, revenue_account,
+               p_currency, sum((m.tip).platform_units)::bigint, 'tip_fee', 'tipbatch:' || batch,
+               jsonb_build_object('tips', count(*)), true
+          FROM made m
+        HAVING sum((m.tip).platform_units) > 0
     ), events AS (
         INSERT INTO outbox (channel, event_type, payload)
         SELECT m.channel, 'tip', jsonb_build_object(
