@@ -10,6 +10,7 @@ import typer
 from tipctl.common import config_path, fail, out, print_json
 from tipstream import db, kv
 from tipstream.config import ConfigError, Settings, load_settings
+from tipstream.moderation import detox
 from tipstream.rooms import health as rooms_health
 
 Check = Callable[[Settings], Awaitable[str]]
@@ -66,6 +67,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("ccbill", _ccbill),
     ("janus", rooms_health.check_janus),
     ("coturn", rooms_health.check_coturn),
+    ("detoxify", detox.doctor_check),
 ]
 
 

@@ -335,6 +335,14 @@ class ModerationSettings(msgspec.Struct, forbid_unknown_fields=True):
     hash_min_quality: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
     # Prometheus metrics of the moderator worker on 127.0.0.1:<port>; 0 turns them off.
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
+    # The optional Detoxify tier (the 'detoxify' extra): a worker re-scores each published chat
+    # message and applies the room's chat policy after the fact at or above detoxify_threshold
+    # (the highest of detoxify_labels; empty: every label). Both paths or neither: a local
+    # Detoxify checkpoint and its base model's local Hugging Face config/tokenizer directory.
+    detoxify_checkpoint: str | None = None
+    detoxify_config_dir: str | None = None
+    detoxify_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.8
+    detoxify_labels: list[str] = msgspec.field(default_factory=list)
 
 
 class Secrets(msgspec.Struct):

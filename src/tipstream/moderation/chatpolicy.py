@@ -8,21 +8,34 @@ policy decides what happens to one scored toxic (at or above moderation.chat_thr
 
 A sender with offences_before_mute toxic messages within offence_window_seconds is muted in the
 room for auto_mute_seconds (the room is told, and the review queue gets a case).
+
+The optional Detoxify tier (moderation.detoxify_checkpoint) looks again, after the fact: each
+published message is queued for a dramatiq worker, which scores it with the bigger model and,
+at or above detoxify_threshold, applies the room's policy to what is already on screen:
+
+- allow: the message stays; the review queue gets a case;
+- mask, block: the message is deleted from the room (a "deleted" event, as a moderator's
+  delete); the queue gets a case;
+- hold: the message is deleted and held in the queue (a moderator may release it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from valkey.asyncio import Valkey
 
 from tipstream import kv as kvmod
 from tipstream.config import ChatPolicy, Settings
-from tipstream.db import Pool
+from tipstream.db import Conn, Pool
 from tipstream.errors import Problem
-from tipstream.moderation import classifier, service
+from tipstream.moderation import classifier, detox, service
 from tipstream.rooms import chat as room_chat
+from tipstream.rooms import queries as rooms_queries
 from tipstream.rooms import service as rooms
 from tipstream.rooms.queries import StreamRow
 
@@ -103,3 +116,78 @@ async def _flag(
     except Problem:
         # No vault keys: the policy still applies, the queue just misses this flag.
         log.warning("chat_flag_not_recorded", stream=stream.id, user=user_id, reason=reason)
+
+
+# --------------------------------------------------------------------------- the Detoxify tier
+
+# The worker's actor (moderation/actors.py). The app enqueues by name, so it never imports the
+# actor module, which loads the model in the worker.
+RESCORE_QUEUE, RESCORE_ACTOR = "moderation", "rescore_message"
+_broker_lock = threading.Lock()
+
+
+def _send_rescore(settings: Settings, stream_id: int, message: dict[str, Any]) -> None:
+    from dramatiq import Message
+
+    from tipstream.workers import broker
+
+    with _broker_lock:  # one broker per process, set up once
+        the_broker = broker.setup(settings)
+    the_broker.enqueue(
+        Message(queue_name=RESCORE_QUEUE, actor_name=RESCORE_ACTOR, args=(stream_id, message),
+                kwargs={}, options={})
+    )  # fmt: skip
+
+
+async def rescore_later(
+    settings: Settings, stream_id: int, message_id: int, user_id: int, text: str
+) -> None:
+    """Queue a published message for the Detoxify tier, when it is configured. Chat never
+    waits for (or fails with) the queue: a message that cannot be queued is logged."""
+    if settings.moderation.detoxify_checkpoint is None:
+        return
+    message = {"id": message_id, "user_id": user_id, "text": text}
+    try:
+        await asyncio.to_thread(_send_rescore, settings, stream_id, message)
+    except Exception as exc:
+        log.warning("rescore_not_queued", stream=stream_id, message=message_id, error=str(exc))
+
+
+@dataclass(frozen=True)
+class Rescored:
+    action: str  # "clean" or the policy applied
+    label: str
+    score: float
+    scores: dict[str, float]
+    case_id: int | None = None
+
+
+async def rescore(
+    conn: Conn, kv: Valkey, settings: Settings, stream_id: int, message: dict[str, Any]
+) -> Rescored:
+    """The Detoxify tier on one published message (the worker's actor calls this): score it
+    and, at or above the threshold, apply the room's policy after the fact (module docstring)."""
+    moderation = settings.moderation
+    model = await asyncio.to_thread(detox.scorer, settings)
+    [scores] = await asyncio.to_thread(model.score, [str(message["text"])])
+    label, score = detox.top(scores, moderation.detoxify_labels)
+    if score < moderation.detoxify_threshold:
+        return Rescored("clean", label, score, scores)
+    stream = await rooms_queries.get_stream(conn, stream_id)
+    policy = policy_for(settings, stream)
+    message_id = int(message["id"])
+    if policy != "allow":
+        await room_chat.mark_deleted(kv, settings, stream_id, message_id)
+        await rooms.publish_room_event(
+            kv, settings, stream_id, {"type": "deleted", "message_id": message_id}
+        )
+    # "held" is what lets a moderator release the message (service.act).
+    reason = "held" if policy == "hold" else f"detoxify: {label} {score:.2f} ({policy})"
+    case = await service.flag_chat(
+        conn, kv, settings, stream, user_id=int(message["user_id"]), text=str(message["text"]),
+        score=score, reason=reason, message_id=message_id,
+        facts={"scorer": "detoxify", "policy": policy, "scores": scores},
+    )  # fmt: skip
+    log.info("detoxify_flag", stream=stream_id, message=message_id, label=label, score=score,
+             policy=policy)  # fmt: skip
+    return Rescored(policy, label, score, scores, case.id)

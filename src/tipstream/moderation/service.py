@@ -162,16 +162,22 @@ async def flag_chat(
     text: str,
     score: float,
     reason: str,
+    message_id: int | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> CaseRow:
-    """An automated flag on a chat message (held, or its sender auto-muted), with evidence."""
+    """An automated flag on a chat message (held, its sender auto-muted, or found toxic by the
+    Detoxify tier after it was published: message_id), with evidence."""
     document = {
         "kind": "chat_flag",
         "captured_at": _now(),
         "stream": _stream_facts(stream),
-        "message": {"user_id": user_id, "text": text, "score": score, "ts": time.time()},
+        "message": {
+            "id": message_id, "user_id": user_id, "text": text, "score": score, "ts": time.time(),
+        },
         "chat": await recent_chat(kv, settings, stream.id),
         "reason": reason,
-    }
+        **({"facts": facts} if facts else {}),
+    }  # fmt: skip
     async with conn.transaction():
         evidence_id, digest = await seal_evidence(
             conn, settings, owner_id=user_id, document=document
@@ -182,7 +188,7 @@ async def flag_chat(
             target_type="message",
             severity=SEVERITY["chat"],
             stream_id=stream.id,
-            message_id=None,
+            message_id=message_id,
             subject_user_id=user_id,
             reporter_id=None,
             reason=reason,

@@ -16,7 +16,12 @@ from tipstream.workers import broker, scheduler
 log = structlog.get_logger("tipstream.workers")
 
 # Every domain's actor module; imported after the broker is set up.
-ACTOR_MODULES = ["tipstream.ledger.actors", "tipstream.kyc.actors", "tipstream.payments.actors"]
+ACTOR_MODULES = [
+    "tipstream.ledger.actors",
+    "tipstream.kyc.actors",
+    "tipstream.payments.actors",
+    "tipstream.moderation.actors",
+]
 
 
 def periodic_jobs() -> list[scheduler.Periodic]:
