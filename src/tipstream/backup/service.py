@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 from uuid import UUID
 
+import psycopg
 from pyrage import x25519
 
 from tipstream import db
@@ -91,7 +92,7 @@ async def create(
     """Write the encrypted archive to output (via output.partial, renamed when complete)."""
     started = datetime.now(UTC)
     secrets = _carried_secrets(settings)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tipstream-backup-", dir=output.parent) as work:
         dump_path = Path(work) / DUMP
         async with db.connect(settings) as conn:
@@ -372,9 +373,13 @@ def stage(
 ) -> Staged:
     """Decrypt into a 0700 directory beside the vault (same file system: objects are renamed
     into place) and check every checksum; raises ArchiveError naming the bad files."""
-    vault_dir = Path(settings.vault.dir)
-    vault_dir.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=".tipstream-restore-", dir=vault_dir.parent))
+    # Beside a local vault directory (objects are then renamed into place); for an S3 vault
+    # in the temporary directory.
+    near: Path | None = None
+    if settings.vault.backend == "local":
+        near = Path(settings.vault.dir).parent
+        near.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=".tipstream-restore-", dir=near))
 
     def sink(name: str) -> BinaryIO:
         target = archive.member_target(name)
@@ -473,7 +478,14 @@ async def _empty_database(conn: Conn, *, force: bool) -> None:
         tables = await queries.user_tables(conn)
         if not tables:
             return
-        await queries.lock_tables(conn, tables)
+        await conn.execute("SET LOCAL lock_timeout = '10s'")
+        try:
+            await queries.lock_tables(conn, tables)
+        except psycopg.errors.LockNotAvailable:
+            raise RestoreRefused(
+                "the database is in use: stop the tipstream services (api, worker, moderator) "
+                "before a restore"
+            ) from None
         if not force:
             present = await queries.existing_tables(conn, queries.DATA_TABLES)
             full = [t for t in present if await queries.has_rows(conn, t)]

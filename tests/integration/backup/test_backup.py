@@ -401,6 +401,17 @@ async def test_restore_into_a_box_with_data_is_refused(backed_up: BackedUp) -> N
     after = await state(source)
     assert after == before and tree(source.vault) == vault_before
 
+    # --force while the app still holds the tables (services not stopped): refused after a
+    # short wait, nothing changed.
+    async with tsdb.connect(source.settings()) as app_conn, app_conn.transaction():
+        await app_conn.execute("SELECT count(*) FROM users")
+        code, out, err = await source.tipctl(
+            "restore", str(backed_up.archive), "-i", str(backed_up.identity), "--yes", "--force"
+        )
+    assert code == 2 and "stop the tipstream services" in err, (out, err)
+    assert await state(source) == before and tree(source.vault) == vault_before
+    assert [p.name for p in source.vault.parent.iterdir()] == ["vault"]
+
 
 async def test_create_needs_a_recipient(new_box: NewBox, tmp_path: Path) -> None:
     box = await new_box("norecipient")
