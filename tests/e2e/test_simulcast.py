@@ -1,7 +1,7 @@
 """Simulcast through Janus for real: Chromium publishes its fake camera as three VP8 layers
 (rids h, m, l: full, half and quarter resolution), an aiortc viewer subscribes through the room
-WebSocket, asks for another quality with {"type": "quality"}, and the frames it decodes change
-size accordingly.
+WebSocket, asks for the other qualities with {"type": "quality"}, and the frames it decodes
+change size accordingly (1280 → 640 → 320 → 1280 pixels wide).
 
 aiortc can't send simulcast, so the publisher is Chromium (Debian's, headless, the fake capture
 device): the test drives its RTCPeerConnection through Playwright and relays its SDP over the
@@ -193,6 +193,13 @@ async def test_viewer_switches_simulcast_quality_of_a_chromium_publisher(
         full = CAPTURE["width"]
         high = await wait_for_width(frames, 0, lambda w: w > full // 2, timeout=60)
 
+        middle_at = time.monotonic()
+        await viewer.send({"type": "quality", "substream": 1})
+        await expect_quality(viewer, 1)
+        middle = await wait_for_width(
+            frames, middle_at, lambda w: full // 4 < w <= full // 2, timeout=30
+        )
+
         switched_at = time.monotonic()
         await viewer.send({"type": "quality", "substream": 0})
         await expect_quality(viewer, 0)
@@ -209,7 +216,7 @@ async def test_viewer_switches_simulcast_quality_of_a_chromium_publisher(
         await viewer.send({"type": "quality", "substream": 2})
         await expect_quality(viewer, 2)
         again = await wait_for_width(frames, back_at, lambda w: w > full // 2, timeout=30)
-        print(f"received widths: high {high}, low {low}, high again {again}")
+        print(f"received widths: high {high}, middle {middle}, low {low}, high again {again}")
     finally:
         await pc.close()
         await viewer.close()
