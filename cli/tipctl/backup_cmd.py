@@ -6,7 +6,9 @@ with the operator and is only ever read from a file given with --identity."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,7 +37,7 @@ from tipstream.backup import service as backup
 from tipstream.backup.archive import ArchiveError
 from tipstream.backup.postgres import ToolError
 from tipstream.backup.schemas import ArchiveCheck, RestoreReport
-from tipstream.config import DEFAULT_CONFIG_PATH
+from tipstream.config import DEFAULT_CONFIG_PATH, Settings
 
 T = TypeVar("T")
 DEFAULT_DIR = Path("/var/backups/tipstream")
@@ -107,6 +109,39 @@ def _identities(path: Path) -> list[Any]:
 
 def recipients_file() -> Path:
     return (config_path() or DEFAULT_CONFIG_PATH).parent / RECIPIENTS_FILE
+
+
+# tipctl doctor fails the backup check when the newest archive is older than this.
+STALE_HOURS = 48
+
+
+def backup_freshness(directory: Path, recipients: Path, now: float | None = None) -> str:
+    """How recent the newest archive is, on a host set up for backups (a recipients file)."""
+    if not recipients.exists():
+        return f"not set up on this host (no {recipients})"
+    now = time.time() if now is None else now
+    archives = _archives(directory) if directory.is_dir() else []
+    if not archives:
+        hours = (now - recipients.stat().st_mtime) / 3600
+        if hours > STALE_HOURS:
+            raise RuntimeError(
+                f"no archive in {directory}, {hours:.0f} h after {recipients.name} was set: "
+                "see systemctl status tipstream-backup.timer"
+            )
+        return f"no archive in {directory} yet (the nightly timer makes the first)"
+    newest = archives[0]
+    stat = newest.stat()
+    hours = (now - stat.st_mtime) / 3600
+    if hours > STALE_HOURS:
+        raise RuntimeError(
+            f"newest archive {newest.name} is {hours:.0f} h old: see journalctl -u tipstream-backup"
+        )
+    return f"newest archive {newest.name}, {hours:.0f} h old, {_size(stat.st_size)}"
+
+
+async def doctor_check(_settings: Settings) -> str:
+    """tipctl doctor: backups are being made (where this host makes them)."""
+    return await asyncio.to_thread(backup_freshness, DEFAULT_DIR, recipients_file())
 
 
 @app.command("keygen")

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import typer
 
+from tipctl import backup_cmd
 from tipctl.common import config_path, fail, out, print_json
 from tipstream import db, kv
 from tipstream.config import ConfigError, Settings, load_settings
@@ -68,6 +69,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("janus", rooms_health.check_janus),
     ("coturn", rooms_health.check_coturn),
     ("detoxify", detox.doctor_check),
+    ("backups", backup_cmd.doctor_check),
 ]
 
 
