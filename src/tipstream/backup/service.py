@@ -105,16 +105,16 @@ async def create(
                 migrations = await queries.applied_migrations(conn)
                 name = await queries.database_name(conn)
                 objects = await queries.live_vault_objects(conn)
+                if objects and "vault_keys" not in secrets:
+                    raise age.AgeKeyError(
+                        "the vault holds objects but its keys (vault_keys) are not readable here"
+                    )
                 await postgres.dump(
                     settings,
                     pg_dump,
                     snapshot=snapshot,
                     target=dump_path,
                     progress=lambda size: progress("dump", size, None),
-                )
-            if figures.rows.get("vault_objects") and "vault_keys" not in secrets:
-                raise age.AgeKeyError(
-                    "the vault holds objects but its keys (vault_keys) are not readable here"
                 )
         manifest = Manifest(
             format=FORMAT,
