@@ -101,9 +101,9 @@ export function menuEditor(form, performerId) {
     }
   });
 
-  // Nothing to edit until the saved menu is in: rows added before it arrived would be wiped.
+  // The buttons come disabled in the page: nothing to edit until this module runs and the
+  // saved menu is in (rows added before it arrived would be wiped).
   const save = form.querySelector('button[type="submit"]');
-  add.disabled = save.disabled = true;
   api("GET", menuUrl(performerId))
     .then(show)
     .catch((error) => showProblem(form, error))
