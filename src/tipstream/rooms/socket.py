@@ -235,15 +235,14 @@ class RoomSocket:
     async def _welcome(self) -> None:
         ctx = self.ctx
         history = await chat.history(ctx.kv, self.settings, self.stream.id)
-        viewers = (await service.viewer_counts(ctx.kv, self.settings, [self.stream.id]))[
-            self.stream.id
-        ]
+        # The stream with its viewer count and link health, as the API shows it.
+        (stream,) = await service.with_live_state(ctx.kv, self.settings, [self.stream])
         publishing = bool(await ctx.kv.exists(self._key("publisher")))
         goal = await goals.current_goal(ctx.kv, self.settings, self.stream.id)
         self.send(
             {
                 "type": "welcome",
-                "stream": msgspec.to_builtins(service.to_stream(self.stream, int(viewers))),
+                "stream": msgspec.to_builtins(stream),
                 "role": "performer" if self.is_performer else "viewer",
                 "user_id": self.user.id,
                 "publisher_up": publishing,

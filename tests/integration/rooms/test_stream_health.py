@@ -23,7 +23,9 @@ from tests.integration.rooms.test_media import start_publisher, start_viewer
 from tests.integration.rooms.test_tipctl import tipctl, write_config
 from tipstream.config import Settings
 
-WINDOW_SECONDS = 10
+# Long enough for every check below (tipctl twice on a loaded box) after the slow links stop:
+# Janus also lowers the performer's bitrate (REMB), after which they may stop while throttled.
+WINDOW_SECONDS = 20
 
 
 @contextlib.contextmanager
@@ -115,6 +117,9 @@ async def test_lossy_publisher_uplink_shows_stream_degraded_then_good_again(
             )
             assert degraded["slow_links"] >= 1 and degraded["lost_packets"] > 0, degraded
             assert degraded["status"] == "live"
+            joining = await (await sign_up(server)).room(stream_id)
+            assert joining.welcome["stream"]["health"] == "degraded", joining.welcome["stream"]
+            await joining.close()
             listing = (await performer.http.get("/api/streams")).json()
             listed = next(s for s in listing if s["id"] == stream_id)
             assert listed["health"] == "degraded", listed
