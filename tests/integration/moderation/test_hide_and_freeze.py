@@ -33,6 +33,13 @@ async def listed(world: ModWorld, stream_id: int) -> tuple[bool, bool]:
     return stream_id in api, f'href="/rooms/{stream_id}"' in page
 
 
+async def report(reporter: Person, **body: object) -> int:
+    """A report (its fields as keyword arguments); the new case's id."""
+    created = await reporter.post("/api/moderation/reports", json=body)
+    assert created.status_code == 201, created.text
+    return int(created.json()["id"])
+
+
 async def act(moderator: Person, case_id: int, action: str, **body: Any) -> httpx.Response:
     return await moderator.post(
         f"/api/moderation/cases/{case_id}/actions", json={"action": action, **body}
@@ -56,12 +63,7 @@ async def test_hide_keeps_the_room_working_but_out_of_the_listings_until_unhidde
     viewer = await sign_up(mod_world.server, tag="viewer")
     room = await viewer.room(stream_id)
     assert await listed(mod_world, stream_id) == (True, True)
-    case_id = (
-        await viewer.post(
-            "/api/moderation/reports",
-            json={"target": "stream", "stream_id": stream_id, "reason": "borderline content"},
-        )
-    ).json()["id"]
+    case_id = await report(viewer, target="stream", stream_id=stream_id, reason="borderline")
     moderator = await make_moderator()
 
     hidden = await act(moderator, case_id, "hide", note="until reviewed")
@@ -98,12 +100,7 @@ async def test_hide_needs_a_case_about_a_stream(
 ) -> None:
     viewer = await sign_up(mod_world.server, tag="viewer")
     subject = await sign_up(mod_world.server, tag="subject")
-    case_id = (
-        await viewer.post(
-            "/api/moderation/reports",
-            json={"target": "user", "user_id": subject.id, "reason": "no stream here"},
-        )
-    ).json()["id"]
+    case_id = await report(viewer, target="user", user_id=subject.id, reason="no stream here")
     moderator = await make_moderator()
     refused = await act(moderator, case_id, "hide")
     assert refused.status_code == 422, refused.text
@@ -199,12 +196,7 @@ async def test_frozen_payouts_cannot_be_requested_or_approved_until_unfrozen(
     pending_id = before.json()["id"]
 
     reporter = await sign_up(mod_world.server, tag="reporter")
-    case_id = (
-        await reporter.post(
-            "/api/moderation/reports",
-            json={"target": "user", "user_id": performer.id, "reason": "suspected fraud"},
-        )
-    ).json()["id"]
+    case_id = await report(reporter, target="user", user_id=performer.id, reason="suspected fraud")
     moderator = await make_moderator()
     assert (await act(moderator, case_id, "freeze_payouts")).status_code == 200
     told = (await performer.http.get("/api/notifications")).json()
