@@ -13,21 +13,25 @@ The debootstrapped base root is cached in /var/cache/tipstream-appliance (about 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from aioice import turn
 
 from tests.appliance.conftest import ANSIBLE_DIR, ROOT, apt_tool, venv_tool
 
@@ -37,6 +41,13 @@ CACHE = Path(os.environ.get("TIPSTREAM_APPLIANCE_CACHE", "/var/cache/tipstream-a
 BASE_PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,sudo"
 MIRROR = "http://deb.debian.org/debian"
 DOMAIN = "tipstream.test"
+# TURN over TLS shares 443 with the site on this single node (nginx's split by server name).
+TURN_NAME = "turn.tipstream.test"
+# One operator hash list for the moderator worker (format: docs/moderation.md).
+HASH_LIST = (
+    "# converge test list\n"
+    + "c847e28c9d20556d6073a4f0333fb2cc1dacd35684f52b75153291db09ef73ca  test\n"
+)
 SERVICES = (
     "postgresql",
     "redis-server",
@@ -45,6 +56,7 @@ SERVICES = (
     "nginx",
     "tipstream-api",
     "tipstream-worker",
+    "tipstream-moderator",
 )
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "ANSIBLE_NOCOLOR": "1"}
 
@@ -53,19 +65,19 @@ def _sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedPro
     return subprocess.run(argv, capture_output=True, text=True, check=check, **kw)  # type: ignore[call-overload]
 
 
-def _base_root() -> Path:
-    base = CACHE / "bookworm-base"
+def _base_root(suite: str = "bookworm") -> Path:
+    base = CACHE / f"{suite}-base"
     if (base / "usr/bin/python3").exists():
         return base
     apt_tool("debootstrap", "debootstrap")
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = CACHE / "bookworm-base.partial"
+    partial = CACHE / f"{suite}-base.partial"
     shutil.rmtree(partial, ignore_errors=True)
     _sh(
         "debootstrap",
         "--variant=minbase",
         f"--include={BASE_PACKAGES}",
-        "bookworm",
+        suite,
         str(partial),
         MIRROR,
         timeout=900,
@@ -82,22 +94,28 @@ class Node:
     pid: int
     inventory: Path
     runs: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+    # The inventory the node's own one (connection, groups) is layered on; None: only its own.
+    base_inventory: str | None = "inventories/single-node"
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         # A clean environment: nsenter passes ours on, and tipctl reads TIPSTREAM_* as settings.
         return _sh("nsenter", "-t", str(self.pid), "-a", "--", *argv, check=False, env=CLEAN_ENV)
 
     def playbook(self, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        inventories = ["-i", self.base_inventory] if self.base_inventory else []
         result = subprocess.run(
             [
                 venv_tool("ansible-playbook"),
-                "-i",
-                "inventories/single-node",
+                *inventories,
                 "-i",
                 str(self.inventory),
                 "site.yml",
                 "-e",
                 f"tipstream__domain={DOMAIN}",
+                "-e",
+                f"tipstream__turns_name={TURN_NAME}",
+                "-e",
+                json.dumps({"moderation__hash_lists_src": [str(self.workdir / "known-bad.pdq")]}),
                 # Build this checkout's wheelhouse in the scratch directory, not in dist/.
                 "-e",
                 f"app__controller_wheelhouse={self.workdir}/wheelhouse",
@@ -142,10 +160,18 @@ def _container_pid(nspawn: subprocess.Popen[bytes]) -> int:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
+    with booted_node() as booted:
+        yield booted
+
+
+@contextmanager
+def booted_node(suite: str = "bookworm", groups: str = "") -> Iterator[Node]:
+    """A fresh Debian `suite` booted with systemd in its own network namespace, as host
+    tipstream-1; `groups` (inventory YAML under all:) replaces the single-node layout."""
     if os.geteuid() != 0:
         pytest.fail("the converge test needs root (debootstrap, network namespaces, nspawn)")
     apt_tool("systemd-nspawn", "systemd-container")
-    base = _base_root()
+    base = _base_root(suite)
     workdir = Path(tempfile.mkdtemp(prefix="tipstream-converge-", dir="/var/tmp"))
     root = workdir / "root"
     _sh("cp", "-a", str(base), str(root))
@@ -172,7 +198,7 @@ def node() -> Iterator[Node]:
         (root / "etc/hostname").write_text("tipstream-1\n")
         # The site's name resolves to the node, as DNS would: the app checks its TURN URLs.
         (root / "etc/hosts").write_text(
-            f"127.0.0.1 localhost\n127.0.1.1 tipstream-1\n{node_ip} {DOMAIN}\n"
+            f"127.0.0.1 localhost\n127.0.1.1 tipstream-1\n{node_ip} {DOMAIN} {TURN_NAME}\n"
         )
         (root / "etc/resolv.conf").write_text(f"nameserver {host_ip}\n")
         (root / "etc/apt/apt.conf.d/01proxy").write_text(
@@ -208,8 +234,17 @@ def node() -> Iterator[Node]:
             "all:\n  hosts:\n    tipstream-1:\n"
             "      ansible_connection: community.docker.nsenter\n"
             f"      ansible_nsenter_pid: {pid}\n"
+            "      ansible_python_interpreter: /usr/bin/python3\n" + groups
         )
-        yield Node(root=root, workdir=workdir, address=node_ip, pid=pid, inventory=inventory)
+        (workdir / "known-bad.pdq").write_text(HASH_LIST)
+        yield Node(
+            root=root,
+            workdir=workdir,
+            address=node_ip,
+            pid=pid,
+            inventory=inventory,
+            base_inventory=None if groups else "inventories/single-node",
+        )
     finally:
         if nspawn is not None and nspawn.poll() is None:
             # SIGTERM asks nspawn to shut the container down cleanly.
@@ -294,6 +329,7 @@ def test_units_are_sandboxed_under_real_systemd(converged: Node) -> None:
     for unit in (
         "tipstream-api.service",
         "tipstream-worker.service",
+        "tipstream-moderator.service",
         "janus.service",
         "coturn.service",
     ):
@@ -309,6 +345,7 @@ def test_units_are_sandboxed_under_real_systemd(converged: Node) -> None:
         f"--root={converged.root}",
         "/etc/systemd/system/tipstream-api.service",
         "/etc/systemd/system/tipstream-worker.service",
+        "/etc/systemd/system/tipstream-moderator.service",
         check=False,
     )
     assert verify.returncode == 0, verify.stderr
@@ -370,8 +407,6 @@ async def test_turn_relays_for_credentials_signed_with_the_turn_secret(converged
     import hashlib
     import hmac
 
-    from aioice import turn
-
     secret = converged.run("cat", "/etc/tipstream/secrets/turn_secret").stdout.strip()
     # The TURN REST API scheme the app uses: "expiry:user", HMAC-SHA1 of it, base64.
     username = f"{int(time.time()) + 600}:converge"
@@ -399,6 +434,157 @@ async def test_turn_relays_for_credentials_signed_with_the_turn_secret(converged
         )
 
 
+def test_moderator_worker_runs_with_the_operators_hash_list(converged: Node) -> None:
+    environment = converged.run(
+        "systemctl", "show", "-p", "Environment", "--value", "tipstream-moderator"
+    ).stdout
+    assert "TIPSTREAM_MODERATION__HASH_LISTS=['/etc/tipstream/hash-lists/known-bad.pdq']" in (
+        environment
+    )
+    listing = converged.run("stat", "-c", "%a %U %G", "/etc/tipstream/hash-lists/known-bad.pdq")
+    assert listing.stdout.split() == ["640", "root", "tipstream"]
+    metrics = converged.run(
+        "/opt/tipstream/venv/bin/python",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9108/').read())",
+    )
+    assert "tipstream_moderator_frames_total" in metrics.stdout, metrics.stderr[-2000:]
+
+
+PERFORMER = "performer@example.com"
+VIEWER = "viewer@example.com"
+PASSWORD = "correct horse battery staple 43"
+UNIT_CREDENTIALS = ("session_key", "database_password", "valkey_password", "vault_keys")
+
+
+def _verified_performer(node: Node) -> None:
+    """A performer whose identity is verified as a real one is (demo_kyc.py: a submission with
+    document images, then an approval), run as the service user with the units' credentials so
+    the vault stays the service user's."""
+    (node.root / "var/tmp/performer-password").write_text(PASSWORD + "\n")
+    created = node.run(
+        "/opt/tipstream/venv/bin/tipctl",
+        "user",
+        "create",
+        PERFORMER,
+        "--role",
+        "performer",
+        "--display-name",
+        "Converge Performer",
+        "--date-of-birth",
+        "1990-01-01",
+        "--password-file",
+        "/var/tmp/performer-password",
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    shutil.copy(ROOT / "appliance/lib/demo_kyc.py", node.root / "var/tmp/demo_kyc.py")
+    credentials = [
+        f"--property=LoadCredential={name}:/etc/tipstream/secrets/{name}"
+        for name in (*UNIT_CREDENTIALS, "kyc_index_key")
+    ]
+    verified = node.run(
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "--property=User=tipstream",
+        "--property=Group=tipstream",
+        "--setenv=TIPSTREAM_CONFIG=/etc/tipstream/tipstream.toml",
+        *credentials,
+        "/opt/tipstream/venv/bin/python",
+        "/var/tmp/demo_kyc.py",
+        PERFORMER,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _sign_in(client: httpx.Client, base: str, email: str) -> str:
+    login = client.post(f"{base}/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    return str(login.json()["csrf_token"])
+
+
+async def _welcome(node: Node, stream_id: int, cookies: httpx.Cookies) -> dict[str, object]:
+    from websockets.asyncio.client import connect
+    from websockets.typing import Origin
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    async with connect(
+        f"wss://{node.address}/ws/rooms/{stream_id}",
+        ssl=context,
+        origin=Origin(f"https://{DOMAIN}"),
+        additional_headers={"Cookie": cookie},
+    ) as ws:
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert message["type"] != "error", message
+            if message["type"] == "welcome":
+                return dict(message)
+
+
+async def test_room_join_hands_out_turn_credentials_that_relay(converged: Node) -> None:
+    from tests.appliance.test_turns import _client_context
+
+    _verified_performer(converged)
+    base = f"https://{converged.address}"
+    with httpx.Client(verify=False, timeout=20, headers={"Host": DOMAIN}) as performer:
+        csrf = _sign_in(performer, base, PERFORMER)
+        headers = {"x-csrf-token": csrf}
+        created = performer.post(f"{base}/api/streams", json={"title": "Converge"}, headers=headers)
+        assert created.status_code == 201, created.text
+        stream_id = int(created.json()["id"])
+        live = performer.post(f"{base}/api/streams/{stream_id}/live", headers=headers)
+        assert live.status_code == 200, live.text
+    with httpx.Client(verify=False, timeout=20, headers={"Host": DOMAIN}) as viewer:
+        body = {
+            "email": VIEWER,
+            "password": PASSWORD,
+            "date_of_birth": "1990-01-01",
+            "display_name": "Converge Viewer",
+        }
+        assert viewer.post(f"{base}/api/auth/register", json=body).status_code == 201
+        _sign_in(viewer, base, VIEWER)
+        welcome = await _welcome(converged, stream_id, viewer.cookies)
+
+    servers = welcome["ice_servers"]
+    assert isinstance(servers, list)
+    relays = [s for s in servers if s.get("username")]
+    assert len(relays) == 1
+    relay = relays[0]
+    assert f"turn:{DOMAIN}:3478?transport=udp" in relay["urls"]
+    assert f"turns:{TURN_NAME}:443?transport=tcp" in relay["urls"]
+    # Both names resolve to the node; the credential the app signed works on both paths.
+    transport, _ = await turn.create_turn_endpoint(
+        asyncio.DatagramProtocol,
+        server_addr=(converged.address, 3478),
+        username=relay["username"],
+        password=relay["credential"],
+    )
+    transport.close()
+    # TURN over TLS through 443, which nginx shares with the site: coturn's own (self-signed)
+    # certificate for the TURN name answers there.
+    transport, _ = await turn.create_turn_endpoint(
+        asyncio.DatagramProtocol,
+        server_addr=(converged.address, 443),
+        username=relay["username"],
+        password=relay["credential"],
+        ssl=_client_context(TURN_NAME, converged.root / "etc/coturn/tls/turns.crt"),
+        transport="tcp",
+    )
+    try:
+        assert transport.get_extra_info("sockname")[0] == converged.address
+    finally:
+        transport.close()
+    # The moderator worker polls the live rooms meanwhile; nothing it does may fail.
+    time.sleep(3)
+    journal = converged.run("journalctl", "-u", "tipstream-moderator", "--no-pager").stdout
+    for failure in ("Traceback", "moderator_sync_failed", "room_watch_failed"):
+        assert failure not in journal, journal[-3000:]
+
+
 def test_upgrade_with_tags_app_migrates_before_restarting(converged: Node) -> None:
     upgrade = converged.playbook("upgrade", "--tags", "app", "-e", "app__force_reinstall=true")
     assert upgrade.returncode == 0, upgrade.stdout[-4000:]
@@ -407,6 +593,87 @@ def test_upgrade_with_tags_app_migrates_before_restarting(converged: Node) -> No
     restart = out.index("RUNNING HANDLER [app : Restart tipstream]")
     doctor = out.index("TASK [app : Check the node with tipctl doctor]")
     assert migrate < restart < doctor
+    # The workers and the moderator worker restart on the new code too, after the migrations.
+    for task in (
+        "TASK [workers : Run the workers, now and at boot]",
+        "TASK [moderation : Run the moderator worker, now and at boot]",
+    ):
+        at = out.index(task)
+        assert at > migrate
+        result = re.search(r"^(changed|ok|skipping|fatal):", out[at:], re.M)
+        assert result and result.group(1) == "changed", out[at : at + 300]
     assert "postgres :" not in out  # only the app's tasks ran
     with httpx.Client(verify=False, timeout=15) as client:
         assert client.get(f"https://{converged.address}/readyz").status_code == 200
+
+
+def test_nightly_backup_unit_archives_and_restore_verifies_on_the_node(converged: Node) -> None:
+    import json
+
+    # The operator's key pair is made off the box; only the public key goes into the inventory.
+    identity = converged.workdir / "backup-identity.txt"
+    keygen = subprocess.run(
+        [venv_tool("tipctl"), "backup", "keygen", "--output", str(identity)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=CLEAN_ENV,
+    )
+    assert keygen.returncode == 0, keygen.stderr
+    recipient = next(w for w in keygen.stdout.split() if w.startswith("age1"))
+    run = converged.playbook(
+        "backup", "--tags", "app", "-e", json.dumps({"app__backup_recipients": [recipient]})
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "AGE-SECRET-KEY" not in run.stdout + run.stderr
+    timer = converged.run("systemctl", "is-active", "tipstream-backup.timer")
+    assert timer.stdout.strip() == "active", timer.stdout + timer.stderr
+
+    # What the timer starts, under the unit's real sandbox (a oneshot: start waits for it).
+    started = converged.run("systemctl", "start", "tipstream-backup.service")
+    journal = converged.run("journalctl", "-u", "tipstream-backup", "--no-pager").stdout
+    assert started.returncode == 0, started.stderr + journal[-3000:]
+    [archive] = (converged.root / "var/backups/tipstream").glob("*.tar.age")
+    owner = converged.run("stat", "-c", "%U %a", f"/var/backups/tipstream/{archive.name}")
+    assert owner.stdout.split() == ["tipstream", "600"]
+    verify = subprocess.run(
+        [venv_tool("tipctl"), "backup", "verify", str(archive), "-i", str(identity), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=CLEAN_ENV,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    manifest = json.loads(verify.stdout)["manifest"]
+    assert manifest["database"]["name"] == "tipstream"
+    assert {"database.dump", "secrets/vault_keys"} <= {f["path"] for f in manifest["files"]}
+
+    # Restore on the node itself, as the tipstream role the playbook made: refused while it holds
+    # data, then --force with the services stopped; the checks are green and the API serves.
+    shutil.copy(identity, converged.root / "root/backup-identity.txt")
+    tipctl = "/opt/tipstream/venv/bin/tipctl"
+    restore = [tipctl, "restore", f"/var/backups/tipstream/{archive.name}"]
+    restore += ["--identity", "/root/backup-identity.txt", "--yes"]
+    refused = converged.run(*restore)
+    assert refused.returncode == 2 and "holds data" in refused.stderr, refused.stderr
+    units = ("tipstream-api", "tipstream-worker", "tipstream-moderator")
+    converged.run("systemctl", "stop", *units)
+    try:
+        restored = converged.run(*restore, "--force")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert "ok   ledger verify" in restored.stdout and "ok   audit verify" in restored.stdout
+    finally:
+        converged.run("systemctl", "start", *units)
+    for command in (("ledger", "verify"), ("audit", "verify")):
+        checked = converged.run(tipctl, *command)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    deadline = time.monotonic() + 60
+    with httpx.Client(verify=False, timeout=15) as client:
+        while True:
+            try:
+                if client.get(f"https://{converged.address}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the API did not come back after the restore"
+            time.sleep(1)
