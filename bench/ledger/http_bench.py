@@ -70,6 +70,11 @@ async def hammer(
                     latencies.append(time.perf_counter() - start)
                     done += 1
                 else:
+                    if not errors:
+                        print(
+                            f"# first non-201: {response.status_code} {response.text[:300]}",
+                            file=sys.stderr,
+                        )
                     errors += 1
             return done
 
