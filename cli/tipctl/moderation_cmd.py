@@ -113,7 +113,7 @@ def act(
         fail(f"the action is one of {', '.join(ACTIONS)}", EXIT_USAGE)
     cfg = settings()
     case = run(with_conn(cfg, lambda conn: queries.get_case(conn, case_id)))
-    if case.status == "closed":
+    if case.status == "closed" and action not in service.REVERSALS:
         out.print(f"case {case_id} is already closed ({case.resolution})")
         raise typer.Exit(EXIT_NOTHING_TO_DO)
     what = f"{action} on case {case_id} ({case.target_type}, user {case.subject_user_id})"

@@ -64,3 +64,10 @@ async def test_queue_show_act(mod_world: ModWorld, tmp_path: Path) -> None:
     assert told[0]["kind"] == "moderation.warn" and "be nice" in told[0]["body"]
     again = tipctl(mod_world, config, "moderation", "act", str(case_id), "warn", "--yes")
     assert again.returncode == 3
+    # A reversal still goes through on the closed case.
+    reversed_ = tipctl(
+        mod_world, config, "moderation", "act", str(case_id), "unfreeze_payouts", "--yes"
+    )
+    assert reversed_.returncode == 0, reversed_.stderr
+    told = (await subject.http.get("/api/notifications")).json()
+    assert told[0]["kind"] == "moderation.unfreeze_payouts"
