@@ -24,8 +24,9 @@ function action(label, run, attrs = {}) {
 
 const CASE_ACTIONS = {
   message: ["dismiss", "delete_message", "mute", "escalate"],
-  stream: ["dismiss", "warn", "end_stream", "escalate"],
-  user: ["dismiss", "warn", "ban", "suspend", "escalate"],
+  // unhide: a stream the video policy hid, its case still open.
+  stream: ["dismiss", "warn", "hide", "unhide", "end_stream", "escalate"],
+  user: ["dismiss", "warn", "ban", "suspend", "freeze_payouts", "escalate"],
 };
 
 const ROLES = ["viewer", "performer", "moderator", "admin"];
