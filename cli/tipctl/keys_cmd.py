@@ -1,4 +1,5 @@
-"""tipctl keys init|status|rotate|prune: the document vault's key-encryption keys.
+"""tipctl keys init|status|rotate|prune: the vault's key-encryption keys, which wrap the
+document vault's data keys and the staff's sealed TOTP secrets (docs/security.md).
 
 The keyring is the secret file vault_keys in secrets_dir (root-only on installed nodes); the
 services read it at start, so restart them after a rotation (the appliance's secrets role copies
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -26,6 +28,7 @@ from tipctl.common import (
     settings,
     with_conn,
 )
+from tipstream.accounts import service as accounts
 from tipstream.audit import service as audit
 from tipstream.config import SECRET_FILES, Settings
 from tipstream.db import Conn
@@ -60,6 +63,19 @@ def write_secret(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+async def keys_in_use(conn: Conn, vault: Vault) -> tuple[dict[str, int], dict[str, int]]:
+    """(vault objects, sealed TOTP secrets) per key-encryption key."""
+    return await vault.keys_in_use(conn), await accounts.totp_secrets_by_key(conn)
+
+
+def merged(*counts: dict[str, int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, n in count.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
 def keyring_of(cfg: Settings) -> Keyring:
     path = secrets_path(cfg, "vault_keys")
     try:
@@ -90,30 +106,38 @@ def init() -> None:
 
 @app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The keys in the keyring, which is active, and how many objects each wraps."""
+    """The keys in the keyring, which is active, and how many vault objects and TOTP secrets
+    each wraps."""
     cfg = settings()
     keyring = keyring_of(cfg)
 
-    async def counts(conn: Conn) -> dict[str, int]:
-        return await Vault(keyring, storage_for(cfg)).keys_in_use(conn)
+    async def counts(conn: Conn) -> tuple[dict[str, int], dict[str, int]]:
+        return await keys_in_use(conn, Vault(keyring, storage_for(cfg)))
 
-    in_use = run(with_conn(cfg, counts))
-    rows: list[dict[str, object]] = [
-        {"key_id": k, "active": k == keyring.active_id, "objects": in_use.get(k, 0)}
-        for k in keyring.keys
-    ]
+    objects, totp = run(with_conn(cfg, counts))
+    in_use = merged(objects, totp)
     unknown = sorted(set(in_use) - set(keyring.keys))
-    rows += [{"key_id": k, "active": False, "objects": in_use[k], "missing": True} for k in unknown]
+    rows: list[dict[str, object]] = [
+        {
+            "key_id": k,
+            "active": k == keyring.active_id,
+            "objects": objects.get(k, 0),
+            "totp_secrets": totp.get(k, 0),
+            **({"missing": True} if k in unknown else {}),
+        }
+        for k in [*keyring.keys, *unknown]
+    ]
     if as_json:
         print_json(rows)
     else:
         print_table(
-            ["key id", "active", "objects"],
+            ["key id", "active", "objects", "2FA secrets"],
             [
                 (
                     f"{r['key_id']}{' (NOT IN KEYRING)' if r.get('missing') else ''}",
                     "yes" if r["active"] else "",
                     r["objects"],
+                    r["totp_secrets"],
                 )
                 for r in rows
             ],
@@ -128,9 +152,10 @@ def rotate(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be re-wrapped."),
     batch: int = typer.Option(200, min=1, max=10_000, help="Objects per committed batch."),
 ) -> None:
-    """Add a new key-encryption key and re-wrap every data key under it (files untouched).
-    Resumable: when objects are still wrapped by an older key after an interruption, the run
-    continues with the current active key instead of adding another one."""
+    """Add a new key-encryption key and re-wrap every data key under it: the vault objects' and
+    the sealed TOTP secrets' (files untouched); TOTP secrets still in clear are sealed. Resumable:
+    when anything is still wrapped by an older key after an interruption, the run continues with
+    the current active key instead of adding another one."""
     cfg = settings()
     keyring = keyring_of(cfg)
     try:
@@ -139,7 +164,7 @@ def rotate(
         fail(exc.detail)
 
     async def pending(conn: Conn) -> dict[str, int]:
-        return await Vault(keyring, storage).keys_in_use(conn)
+        return merged(*await keys_in_use(conn, Vault(keyring, storage)))
 
     in_use = run(with_conn(cfg, pending))
     behind = sum(n for k, n in in_use.items() if k != keyring.active_id)
@@ -161,18 +186,27 @@ def rotate(
 
     async def go(conn: Conn) -> RotationResult:
         with Progress(
-            TextColumn("re-wrapping"),
+            TextColumn("re-wrapping {task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=err,
         ) as bar:
-            task = bar.add_task("rewrap", total=None)
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+            def progress_of(description: str) -> Callable[[int, int], None]:
+                task = bar.add_task(description, total=None)
+                return lambda done, total: bar.update(task, completed=done, total=total)
 
-            result = await vault.rotate(conn, batch=batch, progress=progress)
+            objects = await vault.rotate(conn, batch=batch, progress=progress_of("vault objects"))
+            totp = await accounts.rewrap_totp_secrets(
+                conn, keyring, batch=batch, progress=progress_of("2FA secrets")
+            )
+        sealed = await accounts.seal_clear_totp_secrets(conn, keyring, batch=batch)
+        result = RotationResult(
+            objects.rewrapped + totp.rewrapped,
+            objects.failed + totp.failed,
+            objects.remaining + totp.remaining,
+        )
         await audit.record(
             conn,
             "vault.keys_rotated",
@@ -183,6 +217,8 @@ def rotate(
                 "rewrapped": result.rewrapped,
                 "failed": result.failed,
                 "remaining": result.remaining,
+                "totp_secrets_rewrapped": totp.rewrapped,
+                "totp_secrets_sealed": sealed,
             },
         )
         return result
@@ -202,12 +238,13 @@ def prune(
     yes: bool = typer.Option(False, "--yes", help="Do it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list the keys."),
 ) -> None:
-    """Remove from the keyring every inactive key that no object is wrapped by any more."""
+    """Remove from the keyring every inactive key that no object or TOTP secret is wrapped by
+    any more."""
     cfg = settings()
     keyring = keyring_of(cfg)
 
     async def counts(conn: Conn) -> dict[str, int]:
-        return await Vault(keyring, storage_for(cfg)).keys_in_use(conn)
+        return merged(*await keys_in_use(conn, Vault(keyring, storage_for(cfg))))
 
     in_use = run(with_conn(cfg, counts))
     unused = {k for k in keyring.keys if k != keyring.active_id and not in_use.get(k)}

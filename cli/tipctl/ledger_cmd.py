@@ -365,7 +365,7 @@ async def verified_admin(conn: Conn, who: str, code: str, *, permission: str | N
     if not re.fullmatch(r"\d{6}", code):
         fail("a 2FA code is six digits", 2)
     try:
-        await accounts.check_second_factor(conn, user.id, code)
+        await accounts.check_second_factor(conn, settings(), user.id, code)
     except Problem:
         fail("wrong, expired or already used 2FA code")
     return user.id

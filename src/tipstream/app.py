@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         template_config=web_routes.TEMPLATE_CONFIG,
         lifespan=[
             _lifespan(settings),
+            accounts_routes.lifespan(settings),
             rooms_routes.lifespan(settings),
             moderation_routes.lifespan(settings),
             ledger_routes.lifespan(settings),

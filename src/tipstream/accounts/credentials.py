@@ -1,4 +1,5 @@
-"""Password hashing (argon2id), TOTP codes, and the random secrets handed to users."""
+"""Password hashing (argon2id), TOTP codes and their sealed storage, and the random secrets
+handed to users."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import hmac
 import io
 import secrets
 import time
+from dataclasses import dataclass
 
 import pyotp
 import qrcode
 import qrcode.image.svg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tipstream.vault import keys as vault_keys
+from tipstream.vault.keys import Keyring
 
 # argon2-cffi's defaults are RFC 9106's "low memory" argon2id profile.
 _hasher = PasswordHasher()
@@ -44,6 +50,58 @@ def sha256_hex(value: str) -> str:
 
 def new_totp_secret() -> str:
     return pyotp.random_base32()
+
+
+# The purpose bound into a sealed secret's associated data (with the user id).
+TOTP_SEAL_KIND = "accounts.totp_secret"
+
+
+@dataclass(frozen=True)
+class SealedTotpSecret:
+    """A TOTP secret as stored: the vault's envelope (a data key wrapped by key-encryption key
+    kek_id, the secret sealed by the data key), bound to one user."""
+
+    kek_id: str
+    wrapped_key: bytes
+    sealed: bytes
+
+
+def _totp_object_id(user_id: int) -> str:
+    return f"users/{user_id}/totp_secret"
+
+
+def seal_totp_secret(keyring: Keyring, user_id: int, secret: str) -> SealedTotpSecret:
+    object_id = _totp_object_id(user_id)
+    data_key = AESGCM.generate_key(bit_length=256)
+    aad = vault_keys.metadata_aad(object_id, user_id, TOTP_SEAL_KIND)
+    return SealedTotpSecret(
+        kek_id=keyring.active_id,
+        wrapped_key=vault_keys.wrap(keyring.active, keyring.active_id, object_id, data_key),
+        sealed=vault_keys.seal(data_key, aad, secret.encode()),
+    )
+
+
+def open_totp_secret(keyring: Keyring, user_id: int, stored: SealedTotpSecret) -> str:
+    """The clear secret; DecryptionFailed when it was altered or belongs to another user,
+    KeyringError when its key-encryption key is not in this keyring."""
+    object_id = _totp_object_id(user_id)
+    data_key = vault_keys.unwrap(
+        keyring.key(stored.kek_id), stored.kek_id, object_id, stored.wrapped_key
+    )
+    aad = vault_keys.metadata_aad(object_id, user_id, TOTP_SEAL_KIND)
+    return vault_keys.open_sealed(data_key, aad, stored.sealed, object_id).decode()
+
+
+def rewrap_totp_secret(
+    keyring: Keyring, user_id: int, stored: SealedTotpSecret
+) -> SealedTotpSecret:
+    """The same sealed secret with its data key wrapped by the keyring's active key."""
+    object_id = _totp_object_id(user_id)
+    data_key = vault_keys.unwrap(
+        keyring.key(stored.kek_id), stored.kek_id, object_id, stored.wrapped_key
+    )
+    wrapped = vault_keys.wrap(keyring.active, keyring.active_id, object_id, data_key)
+    return SealedTotpSecret(kek_id=keyring.active_id, wrapped_key=wrapped, sealed=stored.sealed)
 
 
 def totp_uri(secret: str, *, account: str, issuer: str) -> str:

@@ -7,6 +7,7 @@ from datetime import date, datetime
 
 from psycopg.rows import class_row
 
+from tipstream.accounts.credentials import SealedTotpSecret
 from tipstream.db import Conn
 from tipstream.errors import NotFound
 
@@ -31,6 +32,10 @@ class UserRow:
     disabled_reason: str | None
     created_at: datetime
     password_changed_at: datetime
+    # The TOTP secret sealed (migration 0017); totp_secret is only set on rows not sealed yet.
+    totp_kek_id: str | None
+    totp_wrapped_key: bytes | None
+    totp_secret_sealed: bytes | None
 
 
 @dataclass
@@ -168,11 +173,100 @@ async def set_password_hash(conn: Conn, user_id: int, password_hash: str) -> Non
     )
 
 
-async def set_pending_totp_secret(conn: Conn, user_id: int, secret: str) -> None:
+async def set_pending_totp_secret(
+    conn: Conn, user_id: int, *, clear: str | None, sealed: SealedTotpSecret | None
+) -> None:
+    """Store a new TOTP secret (before 2FA is enabled): sealed, or clear on a box without a
+    keyring."""
     await conn.execute(
-        "UPDATE users SET totp_secret = %(secret)s WHERE id = %(id)s AND totp_enabled_at IS NULL",
-        {"secret": secret, "id": user_id},
+        """
+        UPDATE users
+        SET totp_secret = %(clear)s, totp_kek_id = %(kek)s, totp_wrapped_key = %(wrapped)s,
+            totp_secret_sealed = %(sealed)s
+        WHERE id = %(id)s AND totp_enabled_at IS NULL
+        """,
+        {"id": user_id, "clear": clear, **_sealed_params(sealed)},
     )
+
+
+def _sealed_params(sealed: SealedTotpSecret | None) -> dict[str, object]:
+    return {
+        "kek": sealed.kek_id if sealed else None,
+        "wrapped": sealed.wrapped_key if sealed else None,
+        "sealed": sealed.sealed if sealed else None,
+    }
+
+
+@dataclass
+class TotpSecretRow:
+    id: int
+    totp_secret: str | None
+    totp_kek_id: str | None
+    totp_wrapped_key: bytes | None
+    totp_secret_sealed: bytes | None
+
+
+async def clear_totp_secrets(conn: Conn, *, limit: int) -> list[TotpSecretRow]:
+    """A batch of users whose TOTP secret is still in clear, locked; rows another sealer holds
+    are skipped."""
+    async with conn.cursor(row_factory=class_row(TotpSecretRow)) as cur:
+        await cur.execute(
+            """
+            SELECT id, totp_secret, totp_kek_id, totp_wrapped_key, totp_secret_sealed
+            FROM users WHERE totp_secret IS NOT NULL
+            ORDER BY id LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+            """,
+            {"limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def totp_secrets_not_wrapped_by(
+    conn: Conn, kek_id: str, *, limit: int
+) -> list[TotpSecretRow]:
+    """A batch of sealed TOTP secrets wrapped by another key, locked (others' locks skipped)."""
+    async with conn.cursor(row_factory=class_row(TotpSecretRow)) as cur:
+        await cur.execute(
+            """
+            SELECT id, totp_secret, totp_kek_id, totp_wrapped_key, totp_secret_sealed
+            FROM users WHERE totp_kek_id IS NOT NULL AND totp_kek_id <> %(kek)s
+            ORDER BY totp_kek_id, id LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+            """,
+            {"kek": kek_id, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def set_sealed_totp_secret(conn: Conn, user_id: int, sealed: SealedTotpSecret) -> None:
+    """Replace a user's stored TOTP secret (clear or sealed) by this sealed one."""
+    await conn.execute(
+        """
+        UPDATE users
+        SET totp_secret = NULL, totp_kek_id = %(kek)s, totp_wrapped_key = %(wrapped)s,
+            totp_secret_sealed = %(sealed)s
+        WHERE id = %(id)s
+        """,
+        {"id": user_id, **_sealed_params(sealed)},
+    )
+
+
+async def totp_secrets_by_key(conn: Conn) -> dict[str, int]:
+    """How many sealed TOTP secrets each key-encryption key wraps."""
+    cur = await conn.execute(
+        """
+        SELECT totp_kek_id, count(*) AS n FROM users
+        WHERE totp_kek_id IS NOT NULL GROUP BY totp_kek_id
+        """
+    )
+    return {str(row["totp_kek_id"]): int(str(row["n"])) for row in await cur.fetchall()}
+
+
+async def count_clear_totp_secrets(conn: Conn) -> int:
+    cur = await conn.execute("SELECT count(*) AS n FROM users WHERE totp_secret IS NOT NULL")
+    row = await cur.fetchone()
+    return int(str(row["n"])) if row else 0
 
 
 async def enable_totp(conn: Conn, user_id: int, step: int) -> None:
@@ -188,7 +282,9 @@ async def enable_totp(conn: Conn, user_id: int, step: int) -> None:
 async def disable_totp(conn: Conn, user_id: int) -> None:
     await conn.execute(
         """
-        UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = 0
+        UPDATE users
+        SET totp_secret = NULL, totp_kek_id = NULL, totp_wrapped_key = NULL,
+            totp_secret_sealed = NULL, totp_enabled_at = NULL, totp_last_step = 0
         WHERE id = %(id)s
         """,
         {"id": user_id},

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Litestar, Request, Response, delete, get, post
 from litestar.datastructures import Cookie
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -164,10 +168,15 @@ class AuthController(Controller):
 
     @post("/2fa/disable", guards=[guards.signed_in], status_code=HTTP_204_NO_CONTENT)
     async def disable_totp(
-        self, data: TotpConfirmRequest, principal: Principal, conn: Conn, ip: str
+        self,
+        data: TotpConfirmRequest,
+        principal: Principal,
+        conn: Conn,
+        settings: Settings,
+        ip: str,
     ) -> None:
         """Turn 2FA off (not allowed for moderators and admins)."""
-        await service.disable_totp(conn, principal, code=data.code, ip=ip)
+        await service.disable_totp(conn, settings, principal, code=data.code, ip=ip)
 
     @get("/tokens", guards=[guards.signed_in])
     async def list_tokens(self, principal: Principal, conn: Conn) -> list[ApiToken]:
@@ -271,6 +280,25 @@ class UserAdminController(Controller):
         return await service.set_disabled(
             conn, kv, settings, user_id, reason=None, actor_id=principal.user.id, ip=ip
         )
+
+
+def lifespan(settings: Settings) -> Any:
+    """Seal TOTP secrets an upgraded system still holds in clear, in the background: start-up
+    does not wait for the database, and logins read clear secrets until they are sealed."""
+
+    @asynccontextmanager
+    async def accounts_lifespan(app: Litestar) -> AsyncIterator[None]:
+        sealing = asyncio.create_task(
+            service.seal_clear_totp_secrets_at_start(app.state.pool, settings)
+        )
+        try:
+            yield
+        finally:
+            sealing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sealing
+
+    return accounts_lifespan
 
 
 ROUTES = [AuthController, UserAdminController]

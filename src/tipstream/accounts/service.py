@@ -4,14 +4,18 @@ as the change it records. The HTTP routes and tipctl both call these functions."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
+import psycopg
+import structlog
 from valkey.asyncio import Valkey
 
 from tipstream.accounts import credentials, queries, sessions, throttle
-from tipstream.accounts.queries import ApiTokenRow, UserRow
+from tipstream.accounts.credentials import TOTP_SEAL_KIND, SealedTotpSecret
+from tipstream.accounts.queries import ApiTokenRow, TotpSecretRow, UserRow
 from tipstream.accounts.schemas import (
     STAFF_ROLES,
     ApiToken,
@@ -23,15 +27,20 @@ from tipstream.accounts.schemas import (
 from tipstream.accounts.sessions import SessionState
 from tipstream.audit import service as audit
 from tipstream.config import Settings
-from tipstream.db import Conn
+from tipstream.db import Conn, Pool
 from tipstream.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
+    Problem,
     TooManyRequests,
     Unauthorized,
 )
+from tipstream.vault.keys import DecryptionFailed, Keyring, KeyringError
+from tipstream.vault.service import INTEGRITY_FAILURES, RotationResult
+
+log = structlog.get_logger("tipstream.accounts")
 
 API_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 
@@ -74,6 +83,11 @@ class TotpState(Conflict):
 
 class ApiTokenNotFound(NotFound):
     title = "API token not found"
+
+
+class TotpUnavailable(Problem):
+    # The server, not the request, is at fault: its keyring cannot open the stored secret.
+    status, slug, title = 503, "2fa-unavailable", "2FA secrets cannot be read on this server"
 
 
 @dataclass(frozen=True)
@@ -190,13 +204,180 @@ async def list_users(
     return [public_user(r) for r in rows]
 
 
+# --------------------------------------------------------------------------- TOTP secrets at rest
+# Sealed with the vault's keyring (credentials.seal_totp_secret). A box without a keyring keeps
+# them in clear, and start-up and `tipctl keys rotate` seal them once it has one (docs/security.md).
+
+
+def _keyring(settings: Settings) -> Keyring | None:
+    if not settings.secrets.vault_keys:
+        return None
+    try:
+        return Keyring.parse(settings.secrets.vault_keys)
+    except KeyringError as exc:
+        raise TotpUnavailable(str(exc)) from None
+
+
+def _stored_secret(row: UserRow | TotpSecretRow) -> SealedTotpSecret | None:
+    if row.totp_kek_id is None or row.totp_wrapped_key is None or row.totp_secret_sealed is None:
+        return None
+    return SealedTotpSecret(row.totp_kek_id, row.totp_wrapped_key, row.totp_secret_sealed)
+
+
+def _has_totp_secret(user: UserRow) -> bool:
+    return user.totp_secret is not None or user.totp_secret_sealed is not None
+
+
+def _totp_secret(settings: Settings, user: UserRow) -> str:
+    """The user's TOTP secret in clear. A sealed secret that does not open for this user (moved
+    from another row, altered) is a wrong code to the caller and an integrity alarm here."""
+    stored = _stored_secret(user)
+    if stored is None:
+        if user.totp_secret is None:
+            raise TotpState("this account has no 2FA secret")
+        return user.totp_secret
+    keyring = _keyring(settings)
+    if keyring is None:
+        raise TotpUnavailable("this server has no vault keyring (vault_keys) to open 2FA secrets")
+    try:
+        return credentials.open_totp_secret(keyring, user.id, stored)
+    except KeyringError as exc:
+        _alarm("accounts.totp_key_missing", user.id, exc)
+        raise TotpUnavailable(
+            f"this server does not hold key {stored.kek_id} that wraps the 2FA secret; "
+            "after `tipctl keys rotate` restart the services"
+        ) from None
+    except DecryptionFailed as exc:
+        INTEGRITY_FAILURES.labels(kind=TOTP_SEAL_KIND).inc()
+        _alarm("accounts.totp_integrity_failure", user.id, exc)
+        raise InvalidTotp from None
+
+
+def _alarm(event: str, user_id: int | None, exc: Exception) -> None:
+    """Logged at error level without a traceback: the cause is the stored data or the keyring,
+    not the code. Messages name ids and key ids, never a secret."""
+    log.error(event, user_id=user_id, error=str(exc))
+
+
+async def _store_new_totp_secret(conn: Conn, settings: Settings, user_id: int, secret: str) -> None:
+    keyring = _keyring(settings)
+    if keyring is None:
+        await queries.set_pending_totp_secret(conn, user_id, clear=secret, sealed=None)
+    else:
+        sealed = credentials.seal_totp_secret(keyring, user_id, secret)
+        await queries.set_pending_totp_secret(conn, user_id, clear=None, sealed=sealed)
+
+
+async def seal_clear_totp_secrets(conn: Conn, keyring: Keyring, *, batch: int = 100) -> int:
+    """Seal every TOTP secret still held in clear (an upgraded system), one committed and
+    audited batch at a time; idempotent, and safe beside another sealer. Returns how many."""
+    sealed = 0
+    while True:
+        async with conn.transaction():
+            rows = await queries.clear_totp_secrets(conn, limit=batch)
+            for row in rows:
+                assert row.totp_secret is not None
+                secret = credentials.seal_totp_secret(keyring, row.id, row.totp_secret)
+                await queries.set_sealed_totp_secret(conn, row.id, secret)
+                await audit.record(
+                    conn,
+                    "2fa.secret_sealed",
+                    target_type="user",
+                    target_id=row.id,
+                    details={"kek_id": keyring.active_id},
+                )
+        sealed += len(rows)
+        if len(rows) < batch:
+            return sealed
+
+
+async def seal_clear_totp_secrets_at_start(pool: Pool, settings: Settings) -> None:
+    """Start-up step of the app: seal clear TOTP secrets (a no-op once done). Failures are
+    logged, never fatal: logins keep reading clear secrets until a later start seals them."""
+    try:
+        keyring = _keyring(settings)
+        async with pool.connection() as conn:
+            if keyring is None:
+                clear = await queries.count_clear_totp_secrets(conn)
+                if clear:
+                    log.warning(
+                        "accounts.totp_secrets_in_clear",
+                        users=clear,
+                        fix="create the vault keyring (tipctl keys init) and restart",
+                    )
+                return
+            sealed = await seal_clear_totp_secrets(conn, keyring)
+    except (TotpUnavailable, psycopg.Error, OSError) as exc:
+        _alarm("accounts.totp_sealing_failed", None, exc)
+        return
+    if sealed:
+        log.info("accounts.totp_secrets_sealed", users=sealed, kek_id=keyring.active_id)
+
+
+async def rewrap_totp_secrets(
+    conn: Conn,
+    keyring: Keyring,
+    *,
+    batch: int = 200,
+    progress: Callable[[int, int], None] | None = None,
+) -> RotationResult:
+    """Re-wrap every sealed TOTP secret's data key under the keyring's active key (part of
+    `tipctl keys rotate`), one committed batch at a time, so an interruption resumes."""
+    target = keyring.active_id
+    total = await _totp_secrets_behind(conn, target)
+    done = failed = 0
+    failed_ids: set[int] = set()
+    if progress:
+        progress(0, total)
+    while True:
+        async with conn.transaction():
+            rows = await queries.totp_secrets_not_wrapped_by(
+                conn, target, limit=batch + len(failed_ids)
+            )
+            rows = [r for r in rows if r.id not in failed_ids][:batch]
+            for row in rows:
+                stored = _stored_secret(row)
+                assert stored is not None
+                try:
+                    rewrapped = credentials.rewrap_totp_secret(keyring, row.id, stored)
+                except (KeyringError, DecryptionFailed) as exc:
+                    _alarm("accounts.totp_rewrap_failed", row.id, exc)
+                    failed_ids.add(row.id)
+                    failed += 1
+                    continue
+                await queries.set_sealed_totp_secret(conn, row.id, rewrapped)
+                done += 1
+        if progress:
+            progress(done + failed, total)
+        if not rows:
+            break
+    return RotationResult(done, failed, await _totp_secrets_behind(conn, target))
+
+
+async def _totp_secrets_behind(conn: Conn, kek_id: str) -> int:
+    return sum(n for k, n in (await queries.totp_secrets_by_key(conn)).items() if k != kek_id)
+
+
+async def totp_secrets_by_key(conn: Conn) -> dict[str, int]:
+    """How many sealed TOTP secrets each key-encryption key wraps (tipctl keys status/prune)."""
+    return await queries.totp_secrets_by_key(conn)
+
+
+async def count_clear_totp_secrets(conn: Conn) -> int:
+    return await queries.count_clear_totp_secrets(conn)
+
+
 async def _verify_second_factor(
-    conn: Conn, user: UserRow, *, totp_code: str | None, recovery_code: str | None
+    conn: Conn,
+    settings: Settings,
+    user: UserRow,
+    *,
+    totp_code: str | None,
+    recovery_code: str | None,
 ) -> str:
     """Check a TOTP or recovery code; return which was used. Codes are single-use."""
-    assert user.totp_secret is not None
     if totp_code is not None:
-        step = credentials.totp_match_step(user.totp_secret, totp_code)
+        step = credentials.totp_match_step(_totp_secret(settings, user), totp_code)
         if step is not None and await queries.claim_totp_step(conn, user.id, step):
             return "totp"
         raise InvalidTotp
@@ -239,7 +420,7 @@ async def login(
         try:
             async with conn.transaction():
                 method = await _verify_second_factor(
-                    conn, user, totp_code=totp_code, recovery_code=recovery_code
+                    conn, settings, user, totp_code=totp_code, recovery_code=recovery_code
                 )
         except InvalidTotp:
             await _login_failed(conn, kv, settings, email=email, ip=ip, user=user, why="2fa")
@@ -380,7 +561,7 @@ async def begin_totp(conn: Conn, settings: Settings, principal: Principal) -> To
     if principal.user.totp_enabled_at is not None:
         raise TotpState("2FA is already enabled on this account")
     secret = credentials.new_totp_secret()
-    await queries.set_pending_totp_secret(conn, principal.user.id, secret)
+    await _store_new_totp_secret(conn, settings, principal.user.id, secret)
     uri = credentials.totp_uri(
         secret, account=principal.user.email, issuer=settings.security.totp_issuer
     )
@@ -401,9 +582,9 @@ async def confirm_totp(
         user = await queries.user_by_id(conn, principal.user.id, for_update=True)
         if user.totp_enabled_at is not None:
             raise TotpState("2FA is already enabled on this account")
-        if user.totp_secret is None:
+        if not _has_totp_secret(user):
             raise TotpState("start enrolment first (POST /api/auth/2fa/enroll)")
-        step = credentials.totp_match_step(user.totp_secret, code)
+        step = credentials.totp_match_step(_totp_secret(settings, user), code)
         if step is None:
             raise InvalidTotp
         codes = credentials.new_recovery_codes()
@@ -420,7 +601,7 @@ async def confirm_totp(
 
 
 async def disable_totp(
-    conn: Conn, principal: Principal, *, code: str, ip: str | None = None
+    conn: Conn, settings: Settings, principal: Principal, *, code: str, ip: str | None = None
 ) -> None:
     if principal.is_staff:
         raise Forbidden("2FA is mandatory for moderators and admins")
@@ -428,7 +609,7 @@ async def disable_totp(
         user = await queries.user_by_id(conn, principal.user.id, for_update=True)
         if user.totp_enabled_at is None:
             raise TotpState("2FA is not enabled on this account")
-        await _verify_second_factor(conn, user, totp_code=code, recovery_code=None)
+        await _verify_second_factor(conn, settings, user, totp_code=code, recovery_code=None)
         await queries.disable_totp(conn, user.id)
         await audit.record(
             conn, "2fa.disabled", actor_id=user.id, target_type="user", target_id=user.id, ip=ip
@@ -615,7 +796,7 @@ async def provision_totp(
         user = await queries.user_by_id(conn, user_id, for_update=True)
         if user.totp_enabled_at is not None:
             raise TotpState("2FA is already enabled on this account")
-        await queries.set_pending_totp_secret(conn, user_id, secret)
+        await _store_new_totp_secret(conn, settings, user_id, secret)
         await queries.enable_totp(conn, user_id, 0)
         await queries.replace_recovery_codes(
             conn, user_id, [credentials.sha256_hex(c) for c in codes]
@@ -633,11 +814,11 @@ async def provision_totp(
     return enrollment, RecoveryCodes(recovery_codes=codes)
 
 
-async def check_second_factor(conn: Conn, user_id: int, code: str) -> None:
+async def check_second_factor(conn: Conn, settings: Settings, user_id: int, code: str) -> None:
     """Verify and use up a TOTP code for an action outside a browser session (tipctl
     approvals): the same code cannot approve twice, as at login."""
     async with conn.transaction():
         user = await queries.user_by_id(conn, user_id, for_update=True)
         if user.totp_enabled_at is None:
             raise MfaRequired("this account has no 2FA enrolled")
-        await _verify_second_factor(conn, user, totp_code=code, recovery_code=None)
+        await _verify_second_factor(conn, settings, user, totp_code=code, recovery_code=None)
