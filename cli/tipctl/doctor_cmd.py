@@ -10,6 +10,7 @@ import typer
 from tipctl import backup_cmd
 from tipctl.common import config_path, fail, out, print_json
 from tipstream import db, kv
+from tipstream.accounts import service as accounts
 from tipstream.config import ConfigError, Settings, load_settings
 from tipstream.moderation import detox
 from tipstream.rooms import health as rooms_health
@@ -65,6 +66,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("postgres", _postgres),
     ("valkey", _valkey),
     ("audit log", _audit),
+    ("2fa secrets", accounts.doctor_check),
     ("ccbill", _ccbill),
     ("janus", rooms_health.check_janus),
     ("coturn", rooms_health.check_coturn),

@@ -207,15 +207,16 @@ class TotpSecretRow:
 
 
 async def clear_totp_secrets(conn: Conn, *, limit: int) -> list[TotpSecretRow]:
-    """A batch of users whose TOTP secret is still in clear, locked; rows another sealer holds
-    are skipped."""
+    """A batch of users whose TOTP secret is still in clear, locked. Rows locked by a sign-in
+    or another sealer are waited for, not skipped: a skipped row would stay in clear until the
+    next start. Once the other sealer commits, its rows no longer match and drop out."""
     async with conn.cursor(row_factory=class_row(TotpSecretRow)) as cur:
         await cur.execute(
             """
             SELECT id, totp_secret, totp_kek_id, totp_wrapped_key, totp_secret_sealed
             FROM users WHERE totp_secret IS NOT NULL
             ORDER BY id LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
+            FOR UPDATE
             """,
             {"limit": limit},
         )
@@ -225,14 +226,16 @@ async def clear_totp_secrets(conn: Conn, *, limit: int) -> list[TotpSecretRow]:
 async def totp_secrets_not_wrapped_by(
     conn: Conn, kek_id: str, *, limit: int
 ) -> list[TotpSecretRow]:
-    """A batch of sealed TOTP secrets wrapped by another key, locked (others' locks skipped)."""
+    """A batch of sealed TOTP secrets wrapped by another key, locked; a row a sign-in holds is
+    waited for (it would otherwise stay behind), and drops out once another rotation re-wrapped
+    it."""
     async with conn.cursor(row_factory=class_row(TotpSecretRow)) as cur:
         await cur.execute(
             """
             SELECT id, totp_secret, totp_kek_id, totp_wrapped_key, totp_secret_sealed
             FROM users WHERE totp_kek_id IS NOT NULL AND totp_kek_id <> %(kek)s
-            ORDER BY totp_kek_id, id LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
+            ORDER BY id LIMIT %(limit)s
+            FOR UPDATE
             """,
             {"kek": kek_id, "limit": limit},
         )

@@ -13,6 +13,7 @@ import psycopg
 import structlog
 from valkey.asyncio import Valkey
 
+from tipstream import db
 from tipstream.accounts import credentials, queries, sessions, throttle
 from tipstream.accounts.credentials import TOTP_SEAL_KIND, SealedTotpSecret
 from tipstream.accounts.queries import ApiTokenRow, TotpSecretRow, UserRow
@@ -270,7 +271,8 @@ async def _store_new_totp_secret(conn: Conn, settings: Settings, user_id: int, s
 
 async def seal_clear_totp_secrets(conn: Conn, keyring: Keyring, *, batch: int = 100) -> int:
     """Seal every TOTP secret still held in clear (an upgraded system), one committed and
-    audited batch at a time; idempotent, and safe beside another sealer. Returns how many."""
+    audited batch at a time; idempotent, and safe beside another sealer (rows are locked in id
+    order). Returns how many."""
     sealed = 0
     while True:
         async with conn.transaction():
@@ -286,9 +288,9 @@ async def seal_clear_totp_secrets(conn: Conn, keyring: Keyring, *, batch: int = 
                     target_id=row.id,
                     details={"kek_id": keyring.active_id},
                 )
-        sealed += len(rows)
-        if len(rows) < batch:
+        if not rows:
             return sealed
+        sealed += len(rows)
 
 
 async def seal_clear_totp_secrets_at_start(pool: Pool, settings: Settings) -> None:
@@ -365,6 +367,33 @@ async def totp_secrets_by_key(conn: Conn) -> dict[str, int]:
 
 async def count_clear_totp_secrets(conn: Conn) -> int:
     return await queries.count_clear_totp_secrets(conn)
+
+
+async def doctor_check(settings: Settings) -> str:
+    """tipctl doctor: every sealed TOTP secret's key is in the keyring; secrets in clear only
+    where they will be sealed (a keyring exists: the next app start or key rotation does it)."""
+    keyring = _keyring(settings)
+    async with db.connect(settings) as conn:
+        by_key = await queries.totp_secrets_by_key(conn)
+        clear = await queries.count_clear_totp_secrets(conn)
+    sealed = sum(by_key.values())
+    if keyring is None:
+        if sealed:
+            raise RuntimeError(f"{sealed} sealed 2FA secrets but no vault keyring (vault_keys)")
+        if clear:
+            raise RuntimeError(
+                f"{clear} 2FA secrets stored in clear: create the vault keyring "
+                "(tipctl keys init) and restart the app, which seals them"
+            )
+        return "no 2FA secrets"
+    missing = sorted(set(by_key) - set(keyring.keys))
+    if missing:
+        raise RuntimeError(f"2FA secrets wrapped by keys missing from the keyring: {missing}")
+    behind = sum(n for k, n in by_key.items() if k != keyring.active_id)
+    notes = [f"{behind} under older keys (tipctl keys rotate)"] if behind else []
+    if clear:
+        notes.append(f"{clear} still in clear until the next app start or key rotation")
+    return f"{sealed} sealed" + "".join(f", {note}" for note in notes)
 
 
 async def _verify_second_factor(

@@ -77,6 +77,14 @@ async def sealed_audits(conn: Conn, user: Browser) -> int:
     return int(await scalar(conn, query, (str(user.user_id),)))
 
 
+async def doctor_2fa(box: Box) -> dict[str, object]:
+    """tipctl doctor's 2FA-secrets line, which must be ok."""
+    _, out, err = await box.tipctl("doctor", "--json")
+    line: dict[str, object] = next(c for c in json.loads(out) if c["check"] == "2fa secrets")
+    assert line["ok"], (line, err)
+    return line
+
+
 async def test_a_dump_holds_no_totp_secret_and_login_works(
     box: Box, box_db: Conn, kv: Valkey
 ) -> None:
@@ -253,6 +261,7 @@ async def test_an_upgraded_system_seals_its_clear_secrets_once_and_still_signs_i
     await to_clear_secret(box_db, staff)
     assert staff.totp_secret is not None
     assert staff.totp_secret in await users_row_text(box_db, staff.user_id)
+    assert "still in clear" in (await doctor_2fa(box))["detail"]
 
     # The upgraded app starts: it seals the clear secret in the background, and signing in
     # works whether or not that has happened yet.
@@ -273,5 +282,6 @@ async def test_an_upgraded_system_seals_its_clear_secrets_once_and_still_signs_i
         assert (await login_with_totp(again, box_db, staff)).csrf
         await asyncio.sleep(0.5)
     assert await sealed_audits(box_db, staff) == 1
+    assert "clear" not in (await doctor_2fa(box))["detail"]
     code, out, err = await box.tipctl("audit", "verify")
     assert code == 0, (out, err)
