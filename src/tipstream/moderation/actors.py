@@ -54,4 +54,5 @@ def _warm() -> None:
 _paths = detox.configured(broker.settings())
 if _paths is not None:
     detox.check_files(_paths)
+    detox.require_extra()
     threading.Thread(target=_warm, name="warm-detoxify", daemon=True).start()

@@ -182,9 +182,17 @@ async def doctor_check(settings: Settings) -> str:
     if paths is None:
         return "off (optional: moderation.detoxify_checkpoint + detoxify_config_dir)"
     check_files(paths)
-    try:
-        import detoxify  # type: ignore[import-untyped]  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise DetoxifyUnavailable(f"the 'detoxify' extra is not installed: {exc}") from None
+    require_extra()
     return f"checkpoint {paths.checkpoint}, config {paths.config_dir}"
+
+
+def require_extra() -> None:
+    """The tier's libraries are installed (the 'detoxify' extra); checked without importing
+    torch, which takes seconds."""
+    import importlib.util
+
+    missing = [n for n in ("torch", "transformers", "detoxify") if not importlib.util.find_spec(n)]
+    if missing:
+        raise DetoxifyUnavailable(
+            f"the 'detoxify' extra is not installed (missing: {', '.join(missing)})"
+        )

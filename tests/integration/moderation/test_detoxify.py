@@ -277,3 +277,21 @@ async def test_the_worker_holds_a_published_message_the_model_finds_toxic(
     assert released.status_code == 200, released.text
     again = await watcher_room.expect("chat")
     assert again["text"] == "you are a nice person" and again["id"] != seen["id"]
+
+
+def test_the_worker_refuses_to_start_with_a_wrong_path(
+    tiny: TinyModel, mod_world: ModWorld, tmp_path: Path
+) -> None:
+    config = tmp_path / "worker.toml"
+    config.write_text(settings_toml(mod_world.settings, "http://127.0.0.1:8000"))
+    gone = tmp_path / "gone.ckpt"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "tipctl"), "--config", str(config),
+         "run", "worker", "--threads", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, **mod_world.env, **NO_HUB,
+             "TIPSTREAM_MODERATION__DETOXIFY_CHECKPOINT": str(gone),
+             "TIPSTREAM_MODERATION__DETOXIFY_CONFIG_DIR": str(tiny.config_dir)},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"moderation.detoxify_checkpoint: no checkpoint file at {gone}" in done.stderr
