@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "cli"), str(Path(__file__).resolve
 from tipstream import db as tsdb  # noqa: E402
 from tipstream.config import Settings, load_settings  # noqa: E402
 from tipstream.ledger import service, tips, verify  # noqa: E402
-from tipstream.ledger.batcher import TipBatcher  # noqa: E402
+from tipstream.ledger.batcher import TipBatcher, post_alone  # noqa: E402
 
 VIEWERS = 2_000
 TOKENS_EACH = 1_000_000
@@ -164,29 +164,20 @@ async def tipper(
             stream = job.streams[(viewer + i) % len(job.streams)]
             i += 1
             start = time.perf_counter()
-            key = uuid.uuid4().hex
+            order = tips.make_order(
+                settings,
+                viewer_id=viewer,
+                stream_id=stream,
+                tokens=1,
+                message=None,
+                private=False,
+                idempotency_key=uuid.uuid4().hex,
+            )
             if batcher is not None:
-                await tips.post_tip_batched(
-                    batcher,
-                    viewer_id=viewer,
-                    stream_id=stream,
-                    tokens=1,
-                    message=None,
-                    private=False,
-                    idempotency_key=key,
-                )
+                await batcher.submit(order)
             else:
                 assert conn is not None
-                await tips.post_tip(
-                    conn,
-                    settings,
-                    viewer_id=viewer,
-                    stream_id=stream,
-                    tokens=1,
-                    message=None,
-                    private=False,
-                    idempotency_key=key,
-                )
+                await post_alone(conn, settings, order)
             latencies.append(time.perf_counter() - start)
             done += 1
     return done

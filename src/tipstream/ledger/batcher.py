@@ -197,7 +197,7 @@ class TipBatcher:
             # Something the batch checks do not isolate: post each tip on its own, so only
             # the tip at fault fails.
             log.warning("tip_batch_singly", tips=len(batch), sqlstate=exc.sqlstate)
-            await self._post_singly(conn, batch, rates)
+            await self._post_singly(conn, batch)
             return
         self.batches += 1
         self.tips += len(batch)
@@ -214,36 +214,15 @@ class TipBatcher:
                 problem = SQLSTATE_PROBLEMS[result.outcome]
                 waiting.future.set_exception(problem(REFUSALS[result.outcome]))
 
-    async def _post_singly(self, conn: Conn, batch: list[_Waiting], rates: Rates) -> None:
+    async def _post_singly(self, conn: Conn, batch: list[_Waiting]) -> None:
         for waiting in batch:
-            order = waiting.order
-
-            async def attempt(order: TipOrder = order) -> PostedTip:
-                with translated():
-                    return await queries.post_tip(
-                        conn,
-                        viewer_id=order.viewer_id,
-                        stream_id=order.stream_id,
-                        tokens=order.tokens,
-                        message=order.message,
-                        private=order.private,
-                        idempotency_key=order.idempotency_key,
-                        request_hash=order.request_hash,
-                        currency=rates.currency,
-                        tokens_per_unit=rates.tokens_per_currency_unit,
-                        units_per_token=rates.units_per_token,
-                        fee_bps=rates.fee_bps,
-                        shard=service.random_shard(self.settings),
-                        channel=order.channel,
-                    )
-
             try:
-                posted = await service.retrying(attempt)
-            except Exception as exc:
+                posted = await post_alone(conn, self.settings, waiting.order)
+            except Exception as exc:  # handed to its caller
                 if not waiting.future.done():
                     waiting.future.set_exception(exc)
                 continue
-            await self._publish(conn, [(order.channel, posted)])
+            await self._publish(conn, [(waiting.order.channel, posted)])
             if not waiting.future.done():
                 waiting.future.set_result(posted)
 
@@ -265,3 +244,32 @@ class TipBatcher:
             log.warning("tip_batch_publish_failed", tips=len(events), error=type(exc).__name__)
             return
         await queries.mark_published(conn, [outbox_id for _, outbox_id, _ in events])
+
+
+async def post_alone(
+    conn: Conn, settings: Settings, order: TipOrder, *, shard: int | None = None
+) -> PostedTip:
+    """One tip in its own transaction (ledger_post_tip), retried after a deadlock."""
+    await service.ensure_currency(conn, settings)
+    rates = Rates.from_settings(settings)
+
+    async def attempt() -> PostedTip:
+        with translated():
+            return await queries.post_tip(
+                conn,
+                viewer_id=order.viewer_id,
+                stream_id=order.stream_id,
+                tokens=order.tokens,
+                message=order.message,
+                private=order.private,
+                idempotency_key=order.idempotency_key,
+                request_hash=order.request_hash,
+                currency=rates.currency,
+                tokens_per_unit=rates.tokens_per_currency_unit,
+                units_per_token=rates.units_per_token,
+                fee_bps=rates.fee_bps,
+                shard=service.random_shard(settings) if shard is None else shard,
+                channel=order.channel,
+            )
+
+    return await service.retrying(attempt)

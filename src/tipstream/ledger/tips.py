@@ -19,9 +19,9 @@ from tipstream import kv as kvmod
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import InvalidInput, TooManyRequests
-from tipstream.ledger import outbox, queries, service
-from tipstream.ledger.batcher import TipBatcher
-from tipstream.ledger.errors import AmountOutOfBounds, translated
+from tipstream.ledger import outbox
+from tipstream.ledger.batcher import TipBatcher, post_alone
+from tipstream.ledger.errors import AmountOutOfBounds
 from tipstream.ledger.money import Rates
 from tipstream.ledger.queries import PostedTip, TipOrder, TipRow
 from tipstream.ledger.schemas import Tip
@@ -126,29 +126,7 @@ async def post_tip(
         private=private,
         idempotency_key=idempotency_key,
     )
-    await service.ensure_currency(conn, settings)
-    rates = Rates.from_settings(settings)
-
-    async def attempt() -> PostedTip:
-        with translated():
-            return await queries.post_tip(
-                conn,
-                viewer_id=order.viewer_id,
-                stream_id=order.stream_id,
-                tokens=order.tokens,
-                message=order.message,
-                private=order.private,
-                idempotency_key=order.idempotency_key,
-                request_hash=order.request_hash,
-                currency=rates.currency,
-                tokens_per_unit=rates.tokens_per_currency_unit,
-                units_per_token=rates.units_per_token,
-                fee_bps=rates.fee_bps,
-                shard=service.random_shard(settings) if shard is None else shard,
-                channel=order.channel,
-            )
-
-    return await service.retrying(attempt)
+    return await post_alone(conn, settings, order, shard=shard)
 
 
 async def post_tip_batched(
@@ -193,31 +171,20 @@ async def tip(
     request."""
     check_request(settings, tokens=tokens, message=message, idempotency_key=idempotency_key)
     await check_rate(kv, settings, viewer_id)
+    order = make_order(
+        settings,
+        viewer_id=viewer_id,
+        stream_id=stream_id,
+        tokens=tokens,
+        message=message,
+        private=private,
+        idempotency_key=idempotency_key,
+    )
     if batcher is not None:
-        posted = await batcher.submit(
-            make_order(
-                settings,
-                viewer_id=viewer_id,
-                stream_id=stream_id,
-                tokens=tokens,
-                message=message,
-                private=private,
-                idempotency_key=idempotency_key,
-            )
-        )
-        published = batcher.kv is not None
+        posted = await batcher.submit(order)
     else:
-        posted = await post_tip(
-            conn,
-            settings,
-            viewer_id=viewer_id,
-            stream_id=stream_id,
-            tokens=tokens,
-            message=message,
-            private=private,
-            idempotency_key=idempotency_key,
-        )
-        published = False
+        posted = await post_alone(conn, settings, order)
+    published = batcher is not None and batcher.kv is not None
     if (
         not published
         and not posted.replayed
