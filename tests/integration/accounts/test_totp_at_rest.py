@@ -113,6 +113,28 @@ async def test_a_dump_holds_no_totp_secret_and_login_works(
             box_db, box.settings(), staff.user_id, pyotp.TOTP(staff.totp_secret).now()
         )
 
+        # A viewer turning 2FA off proves it with a code from the sealed secret; the sealed
+        # columns go with it.
+        viewer = Browser.on(client)
+        assert (await viewer.register(unique_email("viewer"))).status_code == 201
+        assert (await viewer.login()).status_code == 200
+        await viewer.enroll_totp()
+        assert viewer.totp_secret is not None
+        await box_db.execute("UPDATE users SET totp_last_step = 0 WHERE id = %s", (viewer.user_id,))
+        off = await viewer.post(
+            "/api/auth/2fa/disable", json={"code": pyotp.TOTP(viewer.totp_secret).now()}
+        )
+        assert off.status_code == 204, off.text
+        assert (
+            await scalar(
+                box_db,
+                "SELECT num_nonnulls(totp_secret, totp_kek_id, totp_wrapped_key,"
+                " totp_secret_sealed) FROM users WHERE id = %s",
+                (viewer.user_id,),
+            )
+            == 0
+        )
+
     # `tipctl user create --enable-2fa` seals the secret it hands out, too.
     password_file = box.secrets.parent / "operator-password"
     password_file.write_text("a long enough password\n")
