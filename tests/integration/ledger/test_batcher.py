@@ -1,7 +1,8 @@
 """Tips in batches (ledger/batcher.py, ledger_post_tips): many viewers tip one performer at once
 through the batcher, with duplicate retries, double spends, overspends, a frozen wallet, an
 ended stream and a self-tip mixed in. Each caller gets its own outcome, balances are exact, and
-a batch whose connection dies leaves nothing behind."""
+a batch whose connection dies leaves nothing behind; through the API path each new tip is
+published once and a retry not at all."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
+import msgspec
 import psycopg
 import pytest
+from valkey.asyncio import Valkey
 
 from tests.helpers import scalar
 from tests.integration.ledger.conftest import Fund, NewStream, NewUser
+from tests.integration.ledger.test_tips import collect
 from tipstream import db as tsdb
 from tipstream.config import Settings
 from tipstream.db import Conn
@@ -22,6 +26,7 @@ from tipstream.errors import Problem
 from tipstream.ledger import service, tips
 from tipstream.ledger.batcher import TipBatcher
 from tipstream.ledger.queries import PostedTip
+from tipstream.ledger.schemas import Tip
 
 VIEWERS = 40
 FUNDS = 50
@@ -222,3 +227,66 @@ async def test_a_batch_whose_connection_dies_leaves_nothing(
         assert [tip_id(s) for s in replays] == [tip_id(s) for s in retried]
     for viewer in viewers:
         assert (await service.wallet(db, viewer)).balance == 40
+
+
+async def test_batched_tips_through_the_api_path_are_published_once_each(
+    db: Conn,
+    kv: Valkey,
+    settings: Settings,
+    new_user: NewUser,
+    new_stream: NewStream,
+    fund: Fund,
+) -> None:
+    performer = await new_user("performer")
+    stream = await new_stream(performer)
+    viewers = [await new_user() for _ in range(12)]
+    for viewer in viewers:
+        await fund(viewer, 30)
+    channel = tips.room_channel(settings, stream)
+    answers: list[tuple[Tip, bool]] = []
+
+    async def tip_all() -> None:
+        # What the API does (rate limit, batch, publish), with the app's kind of batcher.
+        async with TipBatcher(settings, kv=kv, linger=0.01) as batcher:
+
+            async def one(viewer: int, key: str, private: bool) -> None:
+                answers.append(
+                    await tips.tip(
+                        db,
+                        kv,
+                        settings,
+                        viewer_id=viewer,
+                        stream_id=stream,
+                        tokens=10,
+                        message=f"hi from {viewer}",
+                        private=private,
+                        idempotency_key=key,
+                        batcher=batcher,
+                    )
+                )
+
+            keys = {v: uuid.uuid4().hex for v in viewers}
+            await asyncio.gather(*[one(v, keys[v], v % 2 == 0) for v in viewers])
+            # Retries are answered from the ledger and published no second time.
+            await asyncio.gather(*[one(v, keys[v], v % 2 == 0) for v in viewers[:4]])
+            assert batcher.batches < batcher.tips
+
+    messages = [msgspec.json.decode(m) for m in await collect(settings, channel, tip_all, 0.3)]
+    new = [t for t, replayed in answers if not replayed]
+    assert len(new) == len(viewers) and sum(replayed for _, replayed in answers) == 4
+    assert sorted(m["tip_id"] for m in messages) == sorted(t.id for t in new)
+    for m in messages:
+        private = m["viewer_id"] % 2 == 0
+        assert m["message"] == (None if private else f"hi from {m['viewer_id']}")
+        assert m["private_message"] is private
+    assert {t.performer_share for t in new} == {"0.07"}  # 10 tokens = 0.10 USD, 70%
+    assert (
+        await scalar(
+            db,
+            "SELECT count(*) FROM outbox WHERE channel = %s AND published_at IS NULL",
+            (channel,),
+        )
+        == 0
+    )
+    for viewer in viewers:
+        assert (await service.wallet(db, viewer)).balance == 20
