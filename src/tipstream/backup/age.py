@@ -48,21 +48,19 @@ def new_identity() -> tuple[str, str]:
     return text, recipient
 
 
-def _key_lines(text: str) -> list[str]:
-    return [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-
-
-def read_identities(path: Path) -> list[x25519.Identity]:
+def _key_file(path: Path, what: str) -> list[str]:
+    """The keys of an age key file: one a line, blank lines and # comments left out."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise AgeKeyError(f"cannot read the identity file {path}: {exc.strerror}") from None
+        raise AgeKeyError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def read_identities(path: Path) -> list[x25519.Identity]:
     identities = []
-    for number, line in enumerate(_key_lines(text), 1):
+    for number, line in enumerate(_key_file(path, "identity"), 1):
         if not line.startswith(SECRET_KEY_PREFIX):
             raise AgeKeyError(f"{path}: key {number} is not an age identity (AGE-SECRET-KEY-1...)")
         try:
@@ -87,11 +85,7 @@ def parse_recipients(values: list[str], where: str) -> list[x25519.Recipient]:
 
 
 def read_recipients_file(path: Path) -> list[x25519.Recipient]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise AgeKeyError(f"cannot read the recipients file {path}: {exc.strerror}") from None
-    return parse_recipients(_key_lines(text), str(path))
+    return parse_recipients(_key_file(path, "recipients"), str(path))
 
 
 class _Counting(io.RawIOBase):
