@@ -84,16 +84,7 @@ async def mod_world(
         "TIPSTREAM_MODERATION__OFFENCES_BEFORE_MUTE": "3",
         "TIPSTREAM_PAYMENTS__EARNINGS_HOLD_DAYS": "0",
     }
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        server = await app_server_factory(settings)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    server = await start_app_with_env(app_server_factory, settings, env)
     for performer in performers:
         performer.server = server
         performer.http.base_url = server.base_url  # type: ignore[assignment]
@@ -102,6 +93,26 @@ async def mod_world(
 
 def _inline_table(values: dict[str, str]) -> str:
     return "{ " + ", ".join(f'"{k}" = "{v}"' for k, v in values.items()) + " }"
+
+
+inline_table = _inline_table
+
+
+async def start_app_with_env(
+    factory: AppServerFactory, settings: Settings, env: dict[str, str]
+) -> AppServer:
+    """An app process started with these extra environment variables (settings such as the
+    per-room policies, the vault's credentials), which this process keeps out of its own."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return await factory(settings)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

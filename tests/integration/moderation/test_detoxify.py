@@ -21,7 +21,13 @@ import torch
 from valkey.asyncio import Valkey
 
 from tests.helpers import scalar
-from tests.integration.moderation.conftest import MakeModerator, ModWorld, decode
+from tests.integration.moderation.conftest import (
+    MakeModerator,
+    ModWorld,
+    decode,
+    inline_table,
+    start_app_with_env,
+)
 from tests.integration.moderation.tiny_detoxify import (
     CLEAN_BIASES,
     LABELS,
@@ -197,20 +203,9 @@ async def detox_world(
         **NO_HUB,
         "TIPSTREAM_MODERATION__DETOXIFY_CHECKPOINT": str(tiny.toxic),
         "TIPSTREAM_MODERATION__DETOXIFY_CONFIG_DIR": str(tiny.config_dir),
-        "TIPSTREAM_MODERATION__CHAT_POLICY_BY_ROOM": "{ "
-        + ", ".join(f'"{k}" = "{v}"' for k, v in by_room.items())
-        + " }",
+        "TIPSTREAM_MODERATION__CHAT_POLICY_BY_ROOM": inline_table(by_room),
     }
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        server = await app_server_factory(mod_world.settings)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    server = await start_app_with_env(app_server_factory, mod_world.settings, env)
     performer.server = server
     performer.http.base_url = server.base_url  # type: ignore[assignment]
     config = tmp_path / "worker.toml"
