@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.integration.kyc.conftest import Tipctl
+from tests.integration.kyc.test_vault import rewrap_all
 from tipstream.db import Conn
 from tipstream.vault.keys import Keyring
 from tipstream.vault.service import Vault
@@ -58,5 +59,4 @@ async def test_rotate_rewraps_all_and_prune_retires_the_old_key(
         rotated.active_id
     }
     # Back under the app's key: the other tests share this database.
-    both = Keyring(rotated.keys | vault.keyring.keys, old)
-    assert (await Vault(both, vault.storage).rotate(kyc_db)).remaining == 0
+    await rewrap_all(Keyring(rotated.keys | vault.keyring.keys, old), vault, kyc_db)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import scalar
+from tipstream.accounts import service as accounts
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.vault import queries
@@ -141,9 +142,16 @@ async def test_rotation_rewraps_everything_and_keeps_it_readable(
 
 async def rotate_back(rotated: Vault, original: Vault, conn: Conn) -> None:
     """Other tests share the database and know only the configured keyring."""
-    both = Keyring(rotated.keyring.keys, original.keyring.active_id)
+    await rewrap_all(Keyring(rotated.keyring.keys, original.keyring.active_id), original, conn)
+
+
+async def rewrap_all(both: Keyring, original: Vault, conn: Conn) -> None:
+    """Every data key back under ``both``'s active key: vault objects and the TOTP secrets
+    (which tipctl keys rotate re-wraps too)."""
     result = await Vault(both, original.storage).rotate(conn)
     assert result.remaining == 0
+    totp = await accounts.rewrap_totp_secrets(conn, both)
+    assert totp.remaining == 0 and totp.failed == 0
 
 
 async def test_an_interrupted_rotation_resumes(vault: Vault, kyc_db: Conn) -> None:
