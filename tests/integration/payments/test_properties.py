@@ -3,6 +3,7 @@ provable: `ledger verify` passes after every single step, and no refusal moves m
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,6 +18,9 @@ from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Problem
 from tipstream.ledger import payouts, tips, verify
+from tipstream.ledger.batcher import TipBatcher
+from tipstream.ledger.queries import PostedTip
+from tipstream.ledger.service import wallet
 from tipstream.payments import service
 from tipstream.payments.processors.base import ProcessorEvent
 
@@ -24,6 +28,8 @@ PACKAGES = ["tkn-100", "tkn-550", "tkn-1200"]
 OPERATIONS = st.one_of(
     st.tuples(st.just("buy"), st.integers(0, 1), st.sampled_from(PACKAGES)),
     st.tuples(st.just("tip"), st.integers(0, 1), st.integers(0, 1), st.integers(1, 700)),
+    # Both viewers tip at once through the batcher: one transaction, one outcome each.
+    st.tuples(st.just("tips"), st.integers(0, 1), st.integers(1, 700), st.integers(1, 700)),
     st.tuples(st.just("refund"), st.integers(0, 5)),
     st.tuples(st.just("chargeback"), st.integers(0, 5)),
     st.tuples(st.just("payout"), st.integers(0, 1), st.sampled_from(["0.50", "1.00", "3.00"])),
@@ -77,6 +83,8 @@ async def apply(db: Conn, cfg: Settings, world: dict[str, Any], op: tuple[Any, .
             private=False,
             idempotency_key=uuid.uuid4().hex,
         )
+    elif kind == "tips":
+        await tip_in_one_batch(db, cfg, world, stream=world["streams"][op[1]], amounts=op[2:])
     elif kind in ("refund", "chargeback") and world["purchases"]:
         pid = world["purchases"][op[1] % len(world["purchases"])]
         await service.apply_event(
@@ -109,6 +117,34 @@ async def apply(db: Conn, cfg: Settings, world: dict[str, Any], op: tuple[Any, .
             await payouts.mark_paid(db, cfg, payout_id=pid, actor_id=None)
         else:
             await payouts.mark_failed(db, cfg, payout_id=pid, reason="test", actor_id=None)
+
+
+async def tip_in_one_batch(
+    db: Conn, cfg: Settings, world: dict[str, Any], *, stream: int, amounts: tuple[int, ...]
+) -> None:
+    """Each viewer's tip in the same batch; a refused one leaves its wallet as it was, a
+    posted one takes exactly its tokens."""
+    before = [(await wallet(db, v)).balance for v in world["viewers"]]
+    async with TipBatcher(cfg, linger=0.05) as batcher:
+        results = await asyncio.gather(
+            *[
+                tips.post_tip_batched(
+                    batcher,
+                    viewer_id=viewer,
+                    stream_id=stream,
+                    tokens=amount,
+                    message=None,
+                    private=False,
+                    idempotency_key=uuid.uuid4().hex,
+                )
+                for viewer, amount in zip(world["viewers"], amounts, strict=True)
+            ],
+            return_exceptions=True,
+        )
+    for viewer, amount, was, result in zip(world["viewers"], amounts, before, results, strict=True):
+        assert isinstance(result, PostedTip | Problem), result
+        spent = amount if isinstance(result, PostedTip) else 0
+        assert (await wallet(db, viewer)).balance == was - spent
 
 
 async def money_snapshot(db: Conn) -> tuple[Any, ...]:
