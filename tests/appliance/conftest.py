@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,27 @@ def venv_tool(name: str) -> str:
             "or appliance/lib/venv.sh builds the venv from requirements.lock)"
         )
     return found
+
+
+def render_locally(playbook: str, extra: dict[str, object]) -> None:
+    """Run one of tests/appliance/playbooks/ (a role's own tasks on this machine, into scratch
+    paths given as extra vars)."""
+    result = subprocess.run(
+        [
+            venv_tool("ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-e",
+            json.dumps(extra),
+            str(Path(__file__).parent / "playbooks" / playbook),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ANSIBLE_NOCOLOR": "1", "HOME": "/root"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def _which(binary: str) -> str | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.appliance.conftest import ROOT, apt_tool, venv_tool
+from tests.appliance.conftest import ROOT, apt_tool, render_locally
 
 MAX_BODY = 1_048_576
 
@@ -92,22 +92,7 @@ def _render(tmp: Path, app_port: int, http_port: int, https_port: int, **overrid
         "nginx__metrics_allow": [],
         **overrides,
     }
-    result = subprocess.run(
-        [
-            venv_tool("ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-e",
-            json.dumps(extra),
-            str(Path(__file__).parent / "playbooks" / "render_nginx.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ANSIBLE_NOCOLOR": "1", "HOME": "/root"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    render_locally("render_nginx.yml", extra)
     main = tmp / "nginx.conf"
     stream = list((conf_dir / "modules-enabled").glob("*.conf"))
     modules = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n" if stream else ""

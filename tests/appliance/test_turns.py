@@ -15,7 +15,6 @@ import base64
 import grp
 import hashlib
 import hmac
-import json
 import secrets
 import socket
 import ssl
@@ -29,7 +28,7 @@ import httpx
 import pytest
 from aioice import turn
 
-from tests.appliance.conftest import ROOT, apt_file, apt_tool, venv_tool
+from tests.appliance.conftest import ROOT, apt_file, apt_tool, render_locally
 from tests.appliance.test_nginx import _free_port, _render, echo_app, serve_nginx
 
 SITE = "tipstream.test"
@@ -62,22 +61,7 @@ def _render_coturn(tmp: Path, secret: str, plain_port: int, tls_port: int) -> Pa
         "tipstream__turns_name": TURN_NAME,
         "secrets__values": {"turn_secret": secret},
     }
-    result = subprocess.run(
-        [
-            venv_tool("ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-e",
-            json.dumps(extra),
-            str(Path(__file__).parent / "playbooks" / "render_coturn.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ANSIBLE_NOCOLOR": "1", "HOME": "/root"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    render_locally("render_coturn.yml", extra)
     return config
 
 
