@@ -39,7 +39,7 @@ from tipstream.errors import (
     Unauthorized,
 )
 from tipstream.vault.keys import DecryptionFailed, Keyring, KeyringError
-from tipstream.vault.service import INTEGRITY_FAILURES, RotationResult
+from tipstream.vault.service import INTEGRITY_FAILURES, RotationResult, rewrap_in_batches
 
 log = structlog.get_logger("tipstream.accounts")
 
@@ -326,33 +326,25 @@ async def rewrap_totp_secrets(
     """Re-wrap every sealed TOTP secret's data key under the keyring's active key (part of
     `tipctl keys rotate`), one committed batch at a time, so an interruption resumes."""
     target = keyring.active_id
+
+    async def next_batch(limit: int) -> list[tuple[int, TotpSecretRow]]:
+        rows = await queries.totp_secrets_not_wrapped_by(conn, target, limit=limit)
+        return [(row.id, row) for row in rows]
+
+    async def rewrap(row: TotpSecretRow) -> None:
+        stored = _stored_secret(row)
+        assert stored is not None
+        try:
+            rewrapped = credentials.rewrap_totp_secret(keyring, row.id, stored)
+        except (KeyringError, DecryptionFailed) as exc:
+            _alarm("accounts.totp_rewrap_failed", row.id, exc)
+            raise
+        await queries.set_sealed_totp_secret(conn, row.id, rewrapped)
+
     total = await _totp_secrets_behind(conn, target)
-    done = failed = 0
-    failed_ids: set[int] = set()
-    if progress:
-        progress(0, total)
-    while True:
-        async with conn.transaction():
-            rows = await queries.totp_secrets_not_wrapped_by(
-                conn, target, limit=batch + len(failed_ids)
-            )
-            rows = [r for r in rows if r.id not in failed_ids][:batch]
-            for row in rows:
-                stored = _stored_secret(row)
-                assert stored is not None
-                try:
-                    rewrapped = credentials.rewrap_totp_secret(keyring, row.id, stored)
-                except (KeyringError, DecryptionFailed) as exc:
-                    _alarm("accounts.totp_rewrap_failed", row.id, exc)
-                    failed_ids.add(row.id)
-                    failed += 1
-                    continue
-                await queries.set_sealed_totp_secret(conn, row.id, rewrapped)
-                done += 1
-        if progress:
-            progress(done + failed, total)
-        if not rows:
-            break
+    done, failed = await rewrap_in_batches(
+        conn, next_batch, rewrap, batch=batch, total=total, progress=progress
+    )
     return RotationResult(done, failed, await _totp_secrets_behind(conn, target))
 
 

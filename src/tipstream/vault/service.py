@@ -9,8 +9,9 @@ stored, which nobody can decrypt.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from uuid import UUID
 
 import structlog
@@ -60,6 +61,49 @@ class RotationResult:
     rewrapped: int
     failed: int
     remaining: int
+
+
+RowId = TypeVar("RowId")
+Row = TypeVar("Row")
+
+
+async def rewrap_in_batches(
+    conn: Conn,
+    next_batch: Callable[[int], Awaitable[list[tuple[RowId, Row]]]],
+    rewrap: Callable[[Row], Awaitable[None]],
+    *,
+    batch: int,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, int]:
+    """The loop of a key rotation, for anything wrapped by a key-encryption key (vault objects,
+    sealed TOTP secrets): ``next_batch(limit)`` locks up to limit (id, row) pairs still under an
+    older key, ``rewrap(row)`` re-wraps one (raising KeyringError or DecryptionFailed when it
+    cannot). Each batch commits on its own, so an interrupted rotation resumes where it stopped;
+    rows that failed are passed over. Returns (re-wrapped, failed)."""
+    done = failed = 0
+    failed_ids: set[RowId] = set()
+    if progress:
+        progress(0, total)
+    while True:
+        async with conn.transaction():
+            pairs = [
+                (row_id, row)
+                for row_id, row in await next_batch(batch + len(failed_ids))
+                if row_id not in failed_ids
+            ]
+            for row_id, row in pairs[:batch]:
+                try:
+                    await rewrap(row)
+                except (KeyringError, DecryptionFailed):
+                    failed_ids.add(row_id)
+                    failed += 1
+                    continue
+                done += 1
+        if progress:
+            progress(done + failed, total)
+        if not pairs:
+            return done, failed
 
 
 class Vault:
@@ -132,33 +176,22 @@ class Vault:
         target = self.keyring.active_id
         counts = await queries.count_by_key(conn)
         total = sum(n for kek, n in counts.items() if kek != target)
-        done = failed = 0
-        failed_ids: set[UUID] = set()
-        if progress:
-            progress(0, total)
-        while True:
-            async with conn.transaction():
-                rows = await queries.objects_not_wrapped_by(
-                    conn, target, limit=batch + len(failed_ids)
-                )
-                rows = [r for r in rows if r.id not in failed_ids]
-                for row in rows[:batch]:
-                    assert row.kek_id is not None and row.wrapped_key is not None
-                    try:
-                        data_key = keys.unwrap(
-                            self.keyring.key(row.kek_id), row.kek_id, str(row.id), row.wrapped_key
-                        )
-                    except (KeyringError, DecryptionFailed):
-                        failed_ids.add(row.id)
-                        failed += 1
-                        continue
-                    wrapped = keys.wrap(self.keyring.active, target, str(row.id), data_key)
-                    await queries.set_wrapped_key(conn, row.id, target, wrapped)
-                    done += 1
-            if progress:
-                progress(done + failed, total)
-            if not rows:
-                break
+
+        async def next_batch(limit: int) -> list[tuple[UUID, ObjectRow]]:
+            rows = await queries.objects_not_wrapped_by(conn, target, limit=limit)
+            return [(row.id, row) for row in rows]
+
+        async def rewrap(row: ObjectRow) -> None:
+            assert row.kek_id is not None and row.wrapped_key is not None
+            data_key = keys.unwrap(
+                self.keyring.key(row.kek_id), row.kek_id, str(row.id), row.wrapped_key
+            )
+            wrapped = keys.wrap(self.keyring.active, target, str(row.id), data_key)
+            await queries.set_wrapped_key(conn, row.id, target, wrapped)
+
+        done, failed = await rewrap_in_batches(
+            conn, next_batch, rewrap, batch=batch, total=total, progress=progress
+        )
         remaining = sum(n for kek, n in (await queries.count_by_key(conn)).items() if kek != target)
         return RotationResult(done, failed, remaining)
 
