@@ -32,6 +32,7 @@ from valkey.asyncio import Valkey
 from tipstream import db as tsdb
 from tipstream.config import Settings
 from tipstream.db import Conn
+from tipstream.errors import Problem
 from tipstream.ledger import outbox, queries, service
 from tipstream.ledger.errors import SQLSTATE_PROBLEMS, translated
 from tipstream.ledger.money import Rates
@@ -49,6 +50,14 @@ REFUSALS = {
     "TS014": "insufficient tokens",
     "TS015": "the fee split of this tip is not exact",
 }
+
+
+class TipBatchLost(Problem):
+    """The database connection of a tip's batch failed; the tip may or may not be posted."""
+
+    status = 503
+    slug = "tip-batch-lost"
+    title = "The tip could not be confirmed; send it again with the same Idempotency-Key"
 
 
 @dataclass
@@ -162,9 +171,15 @@ class TipBatcher:
                     await self._post(conn, batch)
                 except Exception as exc:
                     log.warning("tip_batch_failed", tips=len(batch), error=type(exc).__name__)
+                    failure: Exception = exc
+                    if isinstance(exc, psycopg.OperationalError):
+                        # The connection went: whether the batch committed is unknown, and the
+                        # same Idempotency-Key tells.
+                        failure = TipBatchLost(headers={"retry-after": "1"})
+                        failure.__cause__ = exc
                     for waiting in batch:
                         if not waiting.future.done():
-                            waiting.future.set_exception(exc)
+                            waiting.future.set_exception(failure)
                     if conn is not None and conn.broken:
                         await conn.close()
                         conn = None

@@ -194,8 +194,7 @@ async def test_a_batch_whose_connection_dies_leaves_nothing(
         await blocker.execute("SELECT 1 FROM ledger_accounts WHERE id = %s FOR UPDATE", (wallet,))
         async with TipBatcher(settings, workers=1, linger=0.05, connect=connect) as batcher:
             sends = asyncio.gather(
-                *[send(batcher, v, stream, 60, k) for v, k in zip(viewers, keys, strict=True)],
-                return_exceptions=True,
+                *[send(batcher, v, stream, 60, k) for v, k in zip(viewers, keys, strict=True)]
             )
             for _ in range(250):
                 await asyncio.sleep(0.02)
@@ -210,8 +209,10 @@ async def test_a_batch_whose_connection_dies_leaves_nothing(
                 pytest.fail("the batch never waited for the wallet lock")
             await db.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
             results = await sends
-    # Every caller of the batch heard that it failed; nothing of it was written.
-    assert all(isinstance(r, psycopg.OperationalError) for r in results), results
+    # Every caller of the batch heard that it failed (a 503 that says to retry with the same
+    # key); nothing of it was written.
+    assert all(refusal(r) == "TipBatchLost" for r in results), results
+    assert {r.result.status for r in results if isinstance(r.result, Problem)} == {503}
     assert await scalar(db, "SELECT count(*) FROM ledger_transfers") == before
     for viewer in viewers:
         assert (await service.wallet(db, viewer)).balance == 100
