@@ -72,3 +72,44 @@ def test_no_secret_values_in_inventories_or_roles() -> None:
             if key.endswith(("password", "secret", "session_key")) and ":" in line:
                 value = line.split(":", 1)[1].strip()
                 assert value in {"", "''", '""'} or "{{" in value, f"{path}: {line}"
+
+
+def test_every_role_runs_from_site_yml_under_its_own_tag_with_documented_defaults() -> None:
+    import yaml
+
+    plays = yaml.safe_load((ANSIBLE_DIR / "site.yml").read_text())
+    tagged = {
+        entry["role"]: set(entry.get("tags", []))
+        for play in plays
+        for entry in play.get("roles", [])
+    }
+    roles = {path.name for path in (ANSIBLE_DIR / "roles").iterdir() if path.is_dir()}
+    assert roles >= {"common", "postgres", "valkey", "janus", "coturn", "nginx", "app"}
+    assert roles >= {"workers", "moderation"}
+    for role in roles:
+        assert role in tagged, f"{role} is not in site.yml"
+        assert role in tagged[role], f"{role} has no tag of its own"
+        defaults = (ANSIBLE_DIR / "roles" / role / "defaults" / "main.yml").read_text()
+        # The role's interface is documented where it is declared (DebOps style).
+        assert defaults.splitlines()[1].startswith(f"# {role}:"), role
+    # An upgrade (--tags app) restarts every tipstream process.
+    assert {"app", "workers"} <= tagged["workers"]
+    assert {"app", "moderation"} <= tagged["moderation"]
+
+
+def test_moderation_and_workers_hosts_get_their_roles() -> None:
+    import yaml
+
+    plays = yaml.safe_load((ANSIBLE_DIR / "site.yml").read_text())
+    for play in plays:
+        names = [entry["role"] for entry in play.get("roles", [])]
+        if "moderation" in names or "workers" in names:
+            assert set(play["hosts"].split(":")) == {"api", "workers", "moderation"}
+            assert names.index("app") < names.index("workers") < names.index("moderation")
+            # Each on its own group's hosts only (on a cluster an api host runs no worker).
+            conditions = {entry["role"]: entry.get("when", "") for entry in play["roles"]}
+            assert conditions["workers"] == "inventory_hostname in groups['workers']"
+            assert conditions["moderation"] == "inventory_hostname in groups['moderation']"
+            break
+    else:
+        pytest.fail("no play runs the workers and moderation roles")
