@@ -7,7 +7,8 @@ waits for the next batch, so each tip is checked against the balance its predece
 posts them, and hands every caller its own outcome: the tip, the replay of an earlier one, or
 the problem a single tip would have raised (insufficient tokens, frozen wallet, key reused...).
 One tip failing never fails the others. With several workers, one batch fills while the
-previous one commits.
+previous one commits. At most ``max_queue`` tips wait; beyond that a tip is refused at once
+(503 tips-busy) rather than letting every tip's latency grow.
 
 Crash semantics are those of one tip, per batch: a batch commits whole or not at all. A caller
 whose batch died (connection lost, process killed) gets an error, or nothing; its retry with
@@ -60,6 +61,15 @@ class TipBatchLost(Problem):
     title = "The tip could not be confirmed; send it again with the same Idempotency-Key"
 
 
+class TipsBusy(Problem):
+    """More tips are waiting for a batch than the process takes: shed load instead of letting
+    every tip's latency grow without end."""
+
+    status = 503
+    slug = "tips-busy"
+    title = "Too many tips are waiting; send it again in a moment with the same Idempotency-Key"
+
+
 @dataclass
 class _Waiting:
     order: TipOrder
@@ -78,6 +88,7 @@ class TipBatcher:
         workers: int = 2,
         max_batch: int = 200,
         linger: float = 0.002,
+        max_queue: int = 20_000,
         connect: Callable[[], Awaitable[Conn]] | None = None,
     ) -> None:
         self.settings = settings
@@ -85,6 +96,7 @@ class TipBatcher:
         self.workers = workers
         self.max_batch = max_batch
         self.linger = linger
+        self.max_queue = max_queue
         self._connect = connect or self._open_connection
         self._queue: deque[_Waiting] = deque()
         self._wakeup = asyncio.Event()
@@ -123,8 +135,10 @@ class TipBatcher:
 
     async def submit(self, order: TipOrder) -> PostedTip:
         """Post one tip in the next batch: its PostedTip, or its problem raised."""
-        if self._closing or not self._tasks:
+        if self._closing or not self._tasks or all(t.done() for t in self._tasks):
             raise RuntimeError("the tip batcher is not running")
+        if len(self._queue) >= self.max_queue:
+            raise TipsBusy(headers={"retry-after": "1"})
         future: asyncio.Future[PostedTip] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(order, future))
         self._wakeup.set()

@@ -291,3 +291,23 @@ async def test_batched_tips_through_the_api_path_are_published_once_each(
     )
     for viewer in viewers:
         assert (await service.wallet(db, viewer)).balance == 20
+
+
+async def test_a_full_queue_refuses_at_once_and_writes_nothing(
+    db: Conn, settings: Settings, new_user: NewUser, new_stream: NewStream, fund: Fund
+) -> None:
+    performer = await new_user("performer")
+    stream = await new_stream(performer)
+    first, second = await new_user(), await new_user()
+    for viewer in (first, second):
+        await fund(viewer, 10)
+    async with TipBatcher(settings, workers=1, linger=0.3, max_queue=1) as batcher:
+        waiting = asyncio.create_task(send(batcher, first, stream, 4))
+        await asyncio.sleep(0.05)  # the first tip waits in the queue (the linger)
+        refused = await send(batcher, second, stream, 4)
+        assert refusal(refused) == "TipsBusy"
+        assert isinstance(refused.result, Problem) and refused.result.status == 503
+        posted = await waiting
+        assert isinstance(posted.result, PostedTip)
+    assert (await service.wallet(db, first)).balance == 6
+    assert (await service.wallet(db, second)).balance == 10
