@@ -99,8 +99,9 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     if as_json:
         print_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in results])
     else:
+        width = max(len(name) for name, _, _ in results)  # details line up, whatever the names
         for name, ok, detail in results:
             mark = "[green]ok  [/green]" if ok else "[red]FAIL[/red]"
-            out.print(f"{mark} {name:<10} {detail}", highlight=False)
+            out.print(f"{mark} {name:<{width}} {detail}", highlight=False)
     if not all(ok for _, ok, _ in results):
         raise typer.Exit(1)
