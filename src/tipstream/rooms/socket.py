@@ -186,9 +186,12 @@ class RoomSocket:
             self.stream.id, self.user.id, is_performer=self.is_performer
         )
         self.member.connection_id = self.connection_id
-        await ctx.kv.zadd(
-            service.presence_key(self.settings, self.stream.id), {self.connection_id: time.time()}
-        )
+        # "N watching" counts viewers: the performer's own studio socket is not one of them.
+        if not self.is_performer:
+            await ctx.kv.zadd(
+                service.presence_key(self.settings, self.stream.id),
+                {self.connection_id: time.time()},
+            )
         try:
             await self._welcome()
             reader = asyncio.create_task(self._read())

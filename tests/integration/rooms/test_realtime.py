@@ -285,6 +285,9 @@ async def test_viewer_count_counts_live_sockets_on_every_process_not_crashed_one
         return int(response.json()["viewers"])
 
     assert await shown() == 2
+    # The performer's own socket (the studio) is not a viewer.
+    studio = await performer.room(stream_id)
+    assert await shown() == 2
     # A process that crashed left its sockets' entries behind: they stop counting once stale.
     key = kvmod.key(rooms_settings, "room", stream_id, "viewers")
     await kv.zadd(key, {"crashed-process-socket": time.time() - 3600})
@@ -295,6 +298,7 @@ async def test_viewer_count_counts_live_sockets_on_every_process_not_crashed_one
         assert time.monotonic() < deadline, "a closed socket is still counted"
         await asyncio.sleep(0.1)
     assert (await a.expect("viewers", timeout=10))["count"] >= 1
+    await studio.close()
     await performer.post(f"/api/streams/{stream_id}/end")
 
 
