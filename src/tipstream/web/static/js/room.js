@@ -156,6 +156,12 @@ if (dialog) {
       await api("POST", "/api/moderation/reports", body);
       dialog.close();
       chat.notice("Thanks, a moderator will look at your report.");
+      // The chat may be a screen away on a phone: say it where the report was made too.
+      if (reporting.target === "stream") {
+        const button = root.querySelector('[data-report="stream"]');
+        button.textContent = "Reported, thanks";
+        button.disabled = true;
+      }
     } catch (error) {
       showProblem(form, error);
     }

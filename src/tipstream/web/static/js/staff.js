@@ -13,7 +13,7 @@ function action(label, run, attrs = {}) {
     button.disabled = true;
     try {
       await run();
-      await LOADERS[table.dataset.staff]();
+      await reload();
     } catch (error) {
       errorLine.textContent = error.message;
       button.disabled = false;
@@ -150,4 +150,18 @@ const LOADERS = {
   },
 };
 
-LOADERS[table.dataset.staff]().catch((e) => (errorLine.textContent = e.message));
+// On a phone the rows are stacked as cards (app.css): each cell names its column.
+function labelCells() {
+  const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const row of body.rows) {
+    if (row.cells.length !== names.length) continue; // "the queue is empty" and other notes
+    [...row.cells].forEach((cell, i) => cell.setAttribute("data-label", names[i]));
+  }
+}
+
+async function reload() {
+  await LOADERS[table.dataset.staff]();
+  labelCells();
+}
+
+reload().catch((e) => (errorLine.textContent = e.message));

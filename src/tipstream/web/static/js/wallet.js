@@ -21,7 +21,10 @@ async function loadPackages() {
     ...list.map((p) => {
       const button = el("button", { type: "button", class: "primary", "data-package": p.id }, `Buy for ${p.price} ${p.currency}`);
       button.addEventListener("click", () => buy(p.id, button));
-      return el("li", { class: "card package" }, el("h3", {}, p.label), el("p", { class: "big" }, `${p.tokens} tokens`), button);
+      // The operator's label often just repeats the amount ("1,200 tokens"): shown only when it says more.
+      const amount = `${p.tokens.toLocaleString("en-US")} tokens`;
+      const label = p.label && p.label !== amount ? [el("p", { class: "muted" }, p.label)] : [];
+      return el("li", { class: "card package" }, el("h3", { class: "big" }, amount), ...label, button);
     }),
   );
 }
