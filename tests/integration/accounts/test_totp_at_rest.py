@@ -280,9 +280,12 @@ async def test_an_upgraded_system_seals_its_clear_secrets_once_and_still_signs_i
 ) -> None:
     async with app_started(box) as client:
         staff = await staff_with_2fa(client, box, kv)
-    await to_clear_secret(box_db, staff)
-    assert staff.totp_secret is not None
-    assert staff.totp_secret in await users_row_text(box_db, staff.user_id)
+        # The row as the system held it before the upgrade; this app started before, so it
+        # signs in from the clear column.
+        await to_clear_secret(box_db, staff)
+        assert staff.totp_secret is not None
+        assert staff.totp_secret in await users_row_text(box_db, staff.user_id)
+        assert (await login_with_totp(client, box_db, staff)).csrf
     assert "still in clear" in (await doctor_2fa(box))["detail"]
 
     # The upgraded app starts: it seals the clear secret in the background, and signing in
