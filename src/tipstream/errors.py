@@ -6,6 +6,7 @@ logged with the request id and answered as a 500 problem that reveals nothing.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -100,6 +101,68 @@ def handle_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[di
     )
 
 
+# msgspec's validation messages speak of types ("Expected `str` of length >= 10"); forms show
+# them next to a field, so they are said in words a person filling the form understands.
+_TYPE_WORDS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "an object",
+    "null": "empty",
+}
+_READABLE: list[tuple[re.Pattern[str], Any]] = [
+    (
+        re.compile(r"^Expected `str` of length >= (\d+)"),
+        lambda m: f"must be at least {m[1]} characters",
+    ),
+    (
+        re.compile(r"^Expected `str` of length <= (\d+)"),
+        lambda m: f"must be at most {m[1]} characters",
+    ),
+    (
+        re.compile(r"^Expected `array` of length >= (\d+)"),
+        lambda m: f"must have at least {m[1]} items",
+    ),
+    (
+        re.compile(r"^Expected `array` of length <= (\d+)"),
+        lambda m: f"must have at most {m[1]} items",
+    ),
+    (re.compile(r"^Expected `(?:int|float)` >= (-?[\d.]+)"), lambda m: f"must be at least {m[1]}"),
+    (re.compile(r"^Expected `(?:int|float)` <= (-?[\d.]+)"), lambda m: f"must be at most {m[1]}"),
+    (re.compile(r"^Expected `(?:int|float)` > (-?[\d.]+)"), lambda m: f"must be more than {m[1]}"),
+    (re.compile(r"^Expected `(?:int|float)` < (-?[\d.]+)"), lambda m: f"must be less than {m[1]}"),
+    (re.compile(r"^Expected `str` matching regex"), lambda m: "is not in the expected format"),
+    (re.compile(r"^Invalid RFC3339 encoded date"), lambda m: "must be a date (YYYY-MM-DD)"),
+    (re.compile(r"^Invalid enum value"), lambda m: "is not one of the allowed choices"),
+    (
+        re.compile(r"^Expected `([a-z]+)(?: \| null)?`, got `[a-z]+`"),
+        lambda m: f"must be {_TYPE_WORDS.get(m[1], m[1])}",
+    ),
+]
+
+
+def readable_validation_message(message: str) -> str:
+    """A field error in words; a message with no known pattern is returned as it is."""
+    for pattern, say in _READABLE:
+        match = pattern.match(message)
+        if match:
+            return str(say(match))
+    return message
+
+
+def _readable_errors(errors: Any) -> Any:
+    if not isinstance(errors, list):
+        return errors
+    return [
+        {**e, "message": readable_validation_message(e["message"])}
+        if isinstance(e, dict) and isinstance(e.get("message"), str)
+        else e
+        for e in errors
+    ]
+
+
 _SLUGS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthorized", "Authentication required"),
@@ -122,7 +185,7 @@ def handle_http_exception(
         # Litestar puts the field errors in .extra; keep them so forms can show them per field.
         slug, title = "invalid-input", "Invalid input"
         if exc.extra:
-            extra["errors"] = exc.extra
+            extra["errors"] = _readable_errors(exc.extra)
     detail = exc.detail if exc.detail and exc.detail != title else title
     if status >= 500:
         log.error("http_error", status=status, detail=detail)

@@ -221,6 +221,18 @@ async def test_text_the_database_cannot_store_is_refused_up_front(
     assert await snapshot(db) == before
 
 
+async def test_field_errors_are_in_words_a_form_can_show(anon: Browser, db: Conn) -> None:
+    """The sign-up form shows the API's field error under the field: not msgspec's wording."""
+    before = await snapshot(db)
+    valid = VALID_BODIES[("POST", "/api/auth/register")]
+    response = await anon.post("/api/auth/register", json={**valid, "password": "short"})
+    problem = assert_problem(response, 400, "invalid-input")
+    assert problem["errors"] == [
+        {"key": "password", "message": "must be at least 10 characters", "source": "body"}
+    ]
+    assert await snapshot(db) == before
+
+
 async def test_non_json_content_types_are_refused(
     power_admin: tuple[Browser, int], db: Conn, anon: Browser
 ) -> None:
