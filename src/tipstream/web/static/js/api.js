@@ -51,6 +51,7 @@ export function showProblem(form, error) {
   const general = form.querySelector("[data-form-error]");
   const problem = error instanceof ApiError ? error.problem : { detail: String(error.message || error) };
   let placed = false;
+  const unplaced = [];
   for (const item of problem.errors || []) {
     const full = CSS.escape(item.key || "");
     const exact = form.querySelector(`[data-error-for="${full}"]`);
@@ -64,6 +65,8 @@ export function showProblem(form, error) {
         if (slot.id) input.setAttribute("aria-describedby", slot.id);
       }
       placed = true;
+    } else {
+      unplaced.push(item);
     }
   }
   if (problem.field) {
@@ -73,7 +76,10 @@ export function showProblem(form, error) {
       placed = true;
     }
   }
-  if (general && !placed) general.textContent = problem.detail || problem.title || "Something went wrong";
+  // A field error with no slot on this form still names its field, rather than the bare
+  // "Validation failed for POST /api/..." of the problem's detail.
+  const named = unplaced.map((item) => `${(item.key || "input").split(".").pop().replaceAll("_", " ")} ${item.message}`);
+  if (general && !placed) general.textContent = named.join("; ") || problem.detail || problem.title || "Something went wrong";
   const first = form.querySelector('[aria-invalid="true"]');
   if (first) first.focus();
 }

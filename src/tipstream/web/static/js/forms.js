@@ -17,6 +17,22 @@ function collect(form) {
   return body;
 }
 
+// Log in to an account with 2FA, the code left out: open the code field and ask for it in
+// words, rather than show the API's "send totp_code or recovery_code".
+function askForCode(form, error) {
+  const type = (error && error.problem && error.problem.type) || "";
+  const code = form.querySelector('[name="totp_code"]');
+  if (!type.endsWith("/totp-required") || !code) return false;
+  const details = code.closest("details");
+  if (details) details.open = true;
+  const slot = form.querySelector('[data-error-for="totp_code"]');
+  if (slot) slot.textContent = "This account uses two-factor authentication: enter the 6-digit code from your authenticator app.";
+  code.setAttribute("aria-invalid", "true");
+  if (slot && slot.id) code.setAttribute("aria-describedby", slot.id);
+  code.focus();
+  return true;
+}
+
 for (const form of document.querySelectorAll("form[data-api]")) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -41,7 +57,7 @@ for (const form of document.querySelectorAll("form[data-api]")) {
       }
       window.location.assign(form.dataset.next || "/");
     } catch (error) {
-      showProblem(form, error);
+      if (!askForCode(form, error)) showProblem(form, error);
     } finally {
       button.disabled = false;
     }
