@@ -366,6 +366,8 @@ async def verified_admin(conn: Conn, who: str, code: str, *, permission: str | N
         fail("a 2FA code is six digits", 2)
     try:
         await accounts.check_second_factor(conn, settings(), user.id, code)
+    except accounts.TotpUnavailable as exc:
+        fail(exc.detail)  # the keyring, not the code, is at fault
     except Problem:
         fail("wrong, expired or already used 2FA code")
     return user.id

@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pyotp
 from litestar import Litestar
@@ -16,6 +17,7 @@ from valkey.asyncio import Valkey
 
 from tests.helpers import Browser, assert_problem, running_app, scalar, unique_email
 from tests.integration.accounts.conftest import Box, users_row_text
+from tests.integration.kyc.conftest import Tipctl
 from tipstream import db as tsdb
 from tipstream.accounts import service as accounts
 from tipstream.db import Conn
@@ -310,3 +312,32 @@ async def test_an_upgraded_system_seals_its_clear_secrets_once_and_still_signs_i
     assert "clear" not in (await doctor_2fa(box))["detail"]
     code, out, err = await box.tipctl("audit", "verify")
     assert code == 0, (out, err)
+
+
+async def test_tipctl_approvals_open_the_sealed_secret_and_name_a_missing_keyring(
+    box: Box, box_db: Conn, kv: Valkey, tmp_path: Path
+) -> None:
+    async with app_started(box) as client:
+        staff = await staff_with_2fa(client, box, kv)
+    assert staff.totp_secret is not None
+    code_file = tmp_path / "code"
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    # With the keyring the code checks out; what fails is the unknown adjustment.
+    await box_db.execute("UPDATE users SET totp_last_step = 0 WHERE id = %s", (staff.user_id,))
+    code_file.write_text(pyotp.TOTP(staff.totp_secret).now() + "\n")
+    args = ("ledger", "adjust", "approve", unknown, "--admin", staff.email)
+    code, out, err = await box.tipctl(*args, "--totp-file", str(code_file))
+    assert code == 1 and "2FA" not in err and unknown in err, (out, err)
+
+    # A tipctl that cannot read the keyring says so, instead of calling the code wrong.
+    bare = tmp_path / "bare-secrets"
+    bare.mkdir(mode=0o700)
+    (bare / "session_key").write_text((box.secrets / "session_key").read_text())
+    config = tmp_path / "bare.toml"
+    config.write_text(
+        box.tipctl.config.read_text().replace(str(box.secrets), str(bare)), encoding="utf-8"
+    )
+    await box_db.execute("UPDATE users SET totp_last_step = 0 WHERE id = %s", (staff.user_id,))
+    code, out, err = await Tipctl(config, bare)(*args, "--totp-file", str(code_file))
+    assert code == 1 and "no vault keyring" in err and "wrong" not in err, (out, err)
