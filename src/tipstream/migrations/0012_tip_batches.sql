@@ -2,11 +2,11 @@
 -- a batch's transfers applied once per account instead of once per transfer.
 --
 -- * ledger_transfers.batched marks transfers inserted many at a time by ledger_post_tips. The
---   row trigger of 0003 skips them; a statement trigger applies them: every account's net change
---   over the statement in one UPDATE, after locking the accounts in id order (so two batches
---   never deadlock on the hot shard rows). A batched transfer is posted and unforced (no
---   two-phase, no frozen-account reversal), and never credits a wallet (no lot to open); a
---   debited wallet still spends its oldest lots, one transfer at a time, as before.
+--   row trigger of 0003 skips them; a statement trigger applies them: every account's net
+--   change over the statement in one UPDATE, after locking the accounts in the order a single
+--   tip takes them (by kind, then id), so batches never deadlock each other or a single tip.
+--   A batched transfer is posted and unforced (no two-phase, no frozen-account reversal), and
+--   never credits a wallet (no lot to open); a debited wallet still spends its oldest lots.
 -- * Hot credit sides rolled up: per tip only the viewer's debit is a transfer of its own (tokens
 --   burned, checked and applied synchronously, spending the wallet's lots); the currency credits
 --   of a batch are one performer-share transfer per performer and one platform-fee transfer,
@@ -61,11 +61,15 @@ BEGIN
         RAISE EXCEPTION 'batched transfers name an account with two assets' USING ERRCODE = 'TS002';
     END IF;
 
-    -- The lock order of every batch: account id.
+    -- Lock order: the order in which a tip posted alone takes them (wallet, issuance, token
+    -- liability, earnings, revenue), then account id; so batches never deadlock each other or
+    -- a tip posted alone.
     WITH locked AS (
         SELECT a.id, a.kind, a.frozen_at FROM ledger_accounts a
          WHERE a.id = ANY (ids)
-         ORDER BY a.id
+         ORDER BY CASE a.kind WHEN 'wallet' THEN 0 WHEN 'issuance' THEN 1
+                              WHEN 'token_liability' THEN 2 WHEN 'earnings' THEN 3
+                              WHEN 'revenue' THEN 4 ELSE 5 END, a.id
            FOR UPDATE
     )
     SELECT min(l.id) FILTER (WHERE n.debited AND l.frozen_at IS NOT NULL),
@@ -180,7 +184,7 @@ CREATE TYPE tip_batch_result AS (
 -- one, in the same order; each tip that passes gets its row, its tokens transfer and its outbox
 -- event, and the batch its rolled-up credits, all on shard p_shard.
 -- Lock order: the viewers' wallets in id order, then (the statement trigger) every account the
--- transfers touch in id order.
+-- transfers touch: issuance, token liability, earnings, revenue, each kind in id order.
 CREATE FUNCTION ledger_post_tips(
     p_viewer_ids bigint[], p_stream_ids bigint[], p_tokens bigint[], p_messages text[],
     p_private boolean[], p_keys text[], p_request_hashes text[], p_channels text[],

@@ -311,3 +311,48 @@ async def test_a_full_queue_refuses_at_once_and_writes_nothing(
         assert isinstance(posted.result, PostedTip)
     assert (await service.wallet(db, first)).balance == 6
     assert (await service.wallet(db, second)).balance == 10
+
+
+async def test_tips_alone_and_in_batches_at_once_add_up(
+    db: Conn, settings: Settings, new_user: NewUser, new_stream: NewStream, fund: Fund
+) -> None:
+    performer = await new_user("performer")
+    stream = await new_stream(performer)
+    viewers = [await new_user() for _ in range(16)]
+    for viewer in viewers:
+        await fund(viewer, 100)
+    alone, batched = viewers[:8], viewers[8:]
+
+    async def tip_alone(viewer: int) -> None:
+        async with tsdb.connect(settings) as conn:
+            for _ in range(5):
+                await tips.post_tip(
+                    conn,
+                    settings,
+                    viewer_id=viewer,
+                    stream_id=stream,
+                    tokens=3,
+                    message=None,
+                    private=False,
+                    idempotency_key=uuid.uuid4().hex,
+                    shard=0,
+                )
+
+    async def tip_batched(batcher: TipBatcher, viewer: int) -> None:
+        for _ in range(5):
+            sent = await send(batcher, viewer, stream, 3)
+            assert isinstance(sent.result, PostedTip), sent.result
+
+    async with TipBatcher(settings, workers=2, linger=0.001) as batcher:
+        await asyncio.gather(
+            *[tip_alone(v) for v in alone], *[tip_batched(batcher, v) for v in batched]
+        )
+    for viewer in viewers:
+        assert (await service.wallet(db, viewer)).balance == 85
+    earned = await scalar(
+        db,
+        "SELECT sum(credits_posted - debits_posted) FROM ledger_accounts"
+        " WHERE owner_id = %s AND kind = 'earnings'",
+        (performer,),
+    )
+    assert earned == 16 * 5 * 3 * 70
