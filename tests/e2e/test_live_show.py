@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from valkey.asyncio import Valkey
 
-from tests.e2e.conftest import SCREENSHOTS, Person
+from tests.e2e.conftest import PHONE, SCREENSHOTS, Person
 from tests.e2e.pages import audit, staff_person, video_frames
 from tests.integration.rooms.conftest import AppServer
 from tests.integration.rooms.people import PASSWORD, sign_up
@@ -66,8 +66,9 @@ async def test_go_live_watch_buy_tip_report(
     await page.locator("[data-goal-text]").filter(has_text="0 / 100").wait_for()
     await audit(performer, axe_source, "studio-live")
 
-    # The viewer finds the room on the home page (htmx) and watches moving video.
-    viewer: Person = await new_person(base)
+    # The viewer, on a phone-sized window, finds the room on the home page (htmx) and watches
+    # moving video.
+    viewer: Person = await new_person(base, viewport=PHONE)
     await viewer.log_in(viewer_account.email, PASSWORD, "/")
     room_link = viewer.page.get_by_role("link", name="E2E show")
     await room_link.wait_for(timeout=10000)
@@ -86,6 +87,9 @@ async def test_go_live_watch_buy_tip_report(
     assert later["time"] > first["time"]
     await audit(viewer, axe_source, "room")
     room_url = viewer.page.url
+    # One viewer watching: the performer's own studio socket is not counted.
+    await viewer.page.locator("[data-viewers]").filter(has_text="1").wait_for(timeout=10000)
+    assert (await viewer.page.locator("[data-viewers]").inner_text()).strip() == "1"
 
     # Buy tokens: packages → the dev processor's hosted page → back with the new balance.
     await viewer.goto("/wallet")
@@ -125,6 +129,9 @@ async def test_go_live_watch_buy_tip_report(
     await viewer.page.get_by_label("What is wrong?").select_option("Spam or scam")
     await viewer.page.get_by_role("button", name="Send report").click()
     await viewer.page.locator("[data-chat-log]").filter(has_text="a moderator will look").wait_for()
+    # On a phone the chat is a screen away: the button itself says the report went.
+    reported = viewer.page.get_by_role("button", name="Reported, thanks")
+    assert await reported.is_disabled()
 
     moderator, _ = await staff_person(
         app_server, new_person, db, kv, "moderator", "/staff/moderation"
@@ -132,6 +139,12 @@ async def test_go_live_watch_buy_tip_report(
     case = moderator.page.locator("[data-staff] tbody tr").filter(has_text="Spam or scam")
     await case.wait_for(timeout=10000)
     await audit(moderator, axe_source, "staff-moderation")
+    # On a phone each case is a card: its reason and action buttons are on screen, not off to
+    # the right of a table scrolled sideways.
+    await moderator.page.set_viewport_size(PHONE)
+    for cell in ('td[data-label="Reason"]', 'td[data-label="Action"] button'):
+        box = await case.locator(cell).first.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= PHONE["width"], (cell, box)
     await moderator.goto("/staff/kyc")
     await moderator.page.get_by_text("Nothing waiting for review").wait_for()
     await audit(moderator, axe_source, "staff-kyc")
