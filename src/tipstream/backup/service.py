@@ -30,6 +30,7 @@ import psycopg
 from pyrage import x25519
 
 from tipstream import db
+from tipstream.accounts import service as accounts_service
 from tipstream.audit import service as audit
 from tipstream.backup import age, archive, postgres, queries
 from tipstream.backup.archive import CARRIED_SECRETS, DUMP, ArchiveError, Packer, Unpacked
@@ -105,9 +106,13 @@ async def create(
                 migrations = await queries.applied_migrations(conn)
                 name = await queries.database_name(conn)
                 objects = await queries.live_vault_objects(conn)
-                if objects and "vault_keys" not in secrets:
+                # Sealed 2FA secrets need the same keys: a restore without them would lock
+                # every staff account out of its second factor.
+                sealed_totp = sum((await accounts_service.totp_secrets_by_key(conn)).values())
+                if (objects or sealed_totp) and "vault_keys" not in secrets:
                     raise age.AgeKeyError(
-                        "the vault holds objects but its keys (vault_keys) are not readable here"
+                        "the vault's objects or sealed 2FA secrets need its keys (vault_keys), "
+                        "which are not readable here"
                     )
                 await postgres.dump(
                     settings,

@@ -449,3 +449,36 @@ async def test_prune_keeps_the_newest(backed_up: BackedUp, tmp_path: Path) -> No
     ]
     code, _, _ = await box.tipctl("backup", "prune", "--keep", "2", "--dir", str(tmp_path))
     assert code == 3
+
+
+async def test_create_refuses_without_the_keys_that_seal_2fa_secrets(
+    new_box: NewBox, tmp_path: Path
+) -> None:
+    """A box whose staff 2FA secrets are sealed under the vault's keys must carry those keys:
+    an archive without them would restore into a system where no admin can sign in."""
+    box = await new_box("sealed2fa")
+    password = tmp_path / "password"
+    password.write_text(PASSWORD + "\n")
+    code, out, err = await box.tipctl(
+        "user",
+        "create",
+        "ada@example.test",
+        "--role",
+        "admin",
+        "--enable-2fa",
+        "--display-name",
+        "Ada",
+        "--date-of-birth",
+        "1980-01-02",
+        "--password-file",
+        str(password),
+    )
+    assert code == 0, (out, err)
+    (box.secrets / "vault_keys").rename(tmp_path / "vault_keys.elsewhere")
+    recipient = x25519.Identity.generate().to_public()
+    code, _, err = await box.tipctl(
+        "backup", "create", "--output", str(tmp_path / "out"), "--recipient", str(recipient)
+    )
+    assert code == 2, err
+    assert "sealed 2FA secrets" in err and "vault_keys" in err
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
