@@ -600,3 +600,54 @@ async def kyc_status(conn: Conn, user_id: int) -> str:
     cur = await conn.execute("SELECT status FROM kyc WHERE user_id = %(id)s", {"id": user_id})
     row = await cur.fetchone()
     return "not_started" if row is None else str(row["status"])
+
+
+# --------------------------------------------------------------------------- a stream's tips
+
+
+@dataclass
+class StreamTip:
+    """A tip as everyone in the room sees it: a private message is left out."""
+
+    id: int
+    tokens: int
+    viewer_name: str
+    message: str | None
+
+
+@dataclass
+class StreamTipper:
+    viewer_name: str
+    tokens: int
+
+
+async def recent_stream_tips(conn: Conn, stream_id: int, limit: int) -> list[StreamTip]:
+    async with conn.cursor(row_factory=class_row(StreamTip)) as cur:
+        await cur.execute(
+            """
+            SELECT t.id, t.tokens, u.display_name AS viewer_name,
+                   CASE WHEN t.message_private THEN NULL ELSE t.message END AS message
+            FROM tips t JOIN users u ON u.id = t.viewer_id
+            WHERE t.stream_id = %(stream_id)s
+            ORDER BY t.id DESC
+            LIMIT %(limit)s
+            """,
+            {"stream_id": stream_id, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def top_stream_tippers(conn: Conn, stream_id: int, limit: int) -> list[StreamTipper]:
+    async with conn.cursor(row_factory=class_row(StreamTipper)) as cur:
+        await cur.execute(
+            """
+            SELECT u.display_name AS viewer_name, sum(t.tokens)::bigint AS tokens
+            FROM tips t JOIN users u ON u.id = t.viewer_id
+            WHERE t.stream_id = %(stream_id)s
+            GROUP BY u.id, u.display_name
+            ORDER BY tokens DESC, min(t.id)
+            LIMIT %(limit)s
+            """,
+            {"stream_id": stream_id, "limit": limit},
+        )
+        return await cur.fetchall()

@@ -26,6 +26,7 @@ from tipstream.accounts.service import MfaRequired, Principal
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Forbidden, NotFound, Unauthorized, handle_problem
+from tipstream.ledger import queries as ledger_queries
 from tipstream.rooms import service as rooms_service
 from tipstream.web import assets
 
@@ -113,6 +114,10 @@ async def signup(principal: Principal | None, settings: Settings) -> Template:
     return _page("signup.html", principal, min_age=settings.security.min_age)
 
 
+RECENT_TIPS = 20
+TOP_TIPPERS = 5
+
+
 @get(
     "/rooms/{stream_id:int}",
     guards=[guards.public],
@@ -123,7 +128,10 @@ async def room(
     principal: Principal | None, stream_id: StreamId, conn: Conn, kv: Valkey, settings: Settings
 ) -> Template:
     stream = await rooms_service.show_stream(conn, kv, settings, stream_id)
-    return _page("room.html", principal, stream=stream)
+    # The show so far (the room socket brings what comes next): read-only display rows.
+    tips = await ledger_queries.recent_stream_tips(conn, stream_id, limit=RECENT_TIPS)
+    top = await ledger_queries.top_stream_tippers(conn, stream_id, limit=TOP_TIPPERS)
+    return _page("room.html", principal, stream=stream, tips=tips, top_tippers=top)
 
 
 @get("/wallet", guards=[guards.signed_in], dependencies=PRINCIPAL, include_in_schema=False)

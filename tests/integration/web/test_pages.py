@@ -5,6 +5,7 @@ others to the login page or a refusal page instead of problem+json."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import pytest
 
 from tests.helpers import Browser, BrowserFactory, UserFactory
 from tests.integration.kyc.approved import approve_kyc
+from tests.integration.ledger.conftest import insert_stream
+from tipstream.config import Settings
 from tipstream.db import Conn
+from tipstream.ledger import service as ledger
 from tipstream.web import assets
 
 SetRole = Callable[[Browser, str], Awaitable[None]]
@@ -180,3 +184,45 @@ async def test_room_page_for_strangers_and_viewers(
     assert page.count("<dialog") == 1 and page.count("data-tip-form") == 1
     for preset in ("10", "25", "50", "100", "500"):
         assert f'data-preset="{preset}"' in page
+
+
+async def test_room_page_shows_the_show_so_far(
+    make_user: UserFactory, set_role: SetRole, db: Conn, settings: Settings
+) -> None:
+    """A viewer joining late sees the show's recent tips (newest first, private messages left
+    out) and its top tippers, not empty lists until the next tip."""
+    performer = await make_user("webtips")
+    await set_role(performer, "performer")
+    stream = await insert_stream(db, performer.user_id)
+    quiet = await insert_stream(db, (await make_user("webquiet")).user_id)
+    fans = [await make_user(f"webfan{i}", display_name=f"Fan {i}") for i in range(2)]
+    for fan in fans:
+        await ledger.grant_tokens(
+            db, settings, user_id=fan.user_id, tokens=500, grant_id=uuid.uuid4().hex,
+            reason="test funding", actor_id=None,
+        )  # fmt: skip
+    tip_ids = []
+    for fan, tokens, message, private in (
+        (fans[0], 30, "lovely", False),
+        (fans[1], 50, "a secret note", True),
+        (fans[0], 40, None, False),
+    ):
+        body = {"tokens": tokens, "message": message, "private": private}
+        if message is None:
+            del body["message"]
+        response = await fan.post(
+            f"/api/streams/{stream}/tips", json=body, headers={"idempotency-key": uuid.uuid4().hex}
+        )
+        assert response.status_code == 201, response.text
+        tip_ids.append(response.json()["id"])
+
+    page = await check_page(fans[1], f"/rooms/{stream}")
+    shown = [int(i) for i in re.findall(r'data-tip-id="(\d+)"', page)]
+    assert shown == tip_ids[::-1]
+    assert "lovely" in page and "a secret note" not in page
+    top = re.findall(r'data-tipper="([^"]+)" data-tokens="(\d+)"', page)
+    assert top == [("Fan 0", "70"), ("Fan 1", "50")]
+    assert "No tips yet" not in page
+
+    empty = await check_page(fans[0], f"/rooms/{quiet}")
+    assert "No tips yet this show." in empty and "data-tip-id" not in empty

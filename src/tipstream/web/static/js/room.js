@@ -14,8 +14,10 @@ const status = root.querySelector("[data-video-status]");
 const feed = root.querySelector("[data-tip-feed]");
 const layer = root.querySelector("[data-tip-layer]");
 const topList = root.querySelector("[data-top-tippers]");
-const seenTips = new Set();
-const totals = new Map();
+// The page comes with the show's recent tips and top tippers (a viewer joining late sees who
+// tipped); tips already on the page are not counted again when the room socket delivers them.
+const seenTips = new Set([...feed.querySelectorAll("[data-tip-id]")].map((li) => Number(li.dataset.tipId)));
+const totals = new Map([...topList.querySelectorAll("[data-tipper]")].map((li) => [li.dataset.tipper, Number(li.dataset.tokens)]));
 let pc = null;
 let iceServers = [];
 let quality = 2;
@@ -73,6 +75,7 @@ async function onOffer(message) {
 function onTip(tip) {
   if (seenTips.has(tip.tip_id)) return;
   seenTips.add(tip.tip_id);
+  root.querySelector("[data-no-tips]")?.remove();
   feed.prepend(feedItem(tip));
   burst(layer, tip);
   totals.set(tip.viewer_name, (totals.get(tip.viewer_name) || 0) + tip.tokens);
