@@ -114,12 +114,20 @@ _TYPE_WORDS = {
 }
 _READABLE: list[tuple[re.Pattern[str], Any]] = [
     (
+        re.compile(r"^Expected `str` of length >= 1$"),
+        lambda m: "must not be empty",
+    ),
+    (
         re.compile(r"^Expected `str` of length >= (\d+)"),
         lambda m: f"must be at least {m[1]} characters",
     ),
     (
         re.compile(r"^Expected `str` of length <= (\d+)"),
         lambda m: f"must be at most {m[1]} characters",
+    ),
+    (
+        re.compile(r"^Expected `array` of length >= 1$"),
+        lambda m: "must not be empty",
     ),
     (
         re.compile(r"^Expected `array` of length >= (\d+)"),

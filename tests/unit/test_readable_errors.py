@@ -13,6 +13,8 @@ from tipstream.errors import readable_validation_message
     [
         ("Expected `str` of length >= 10", "must be at least 10 characters"),
         ("Expected `str` of length <= 64", "must be at most 64 characters"),
+        ("Expected `str` of length >= 1", "must not be empty"),
+        ("Expected `array` of length >= 1", "must not be empty"),
         ("Expected `int` >= 1", "must be at least 1"),
         ("Expected `int` <= 100000", "must be at most 100000"),
         ("Expected `array` of length <= 20", "must have at most 20 items"),
