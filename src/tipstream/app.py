@@ -16,7 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.types import Message
 
-from tipstream import db, kv
+from tipstream import bodies, db, kv
 from tipstream.accounts import guards
 from tipstream.accounts import routes as accounts_routes
 from tipstream.audit import routes as audit_routes
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ledger_routes.lifespan(settings),
         ],
         before_send=[_security_headers],
+        before_request=bodies.require_json_body,
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
         debug=False,

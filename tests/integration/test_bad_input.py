@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -233,15 +234,67 @@ async def test_field_errors_are_in_words_a_form_can_show(anon: Browser, db: Conn
     assert await snapshot(db) == before
 
 
-async def test_non_json_content_types_are_refused(
-    power_admin: tuple[Browser, int], db: Conn, anon: Browser
+NOT_JSON = (
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    "application/jsonx",
+    "",
+)
+
+
+async def test_non_json_content_types_are_415_and_change_nothing(
+    app: Litestar, power_admin: tuple[Browser, int], db: Conn, anon: Browser
 ) -> None:
+    """A JSON route reads nothing but JSON: a form post or a text/plain body (what a cross-site
+    form can send) is refused before it is read, even when its bytes would parse as JSON."""
+    admin, target = power_admin
     before = await snapshot(db)
     response = await anon.post(
         "/api/auth/register",
         data={"email": "form@example.test", "password": PASSWORD},
     )
-    assert_problem(response, {400, 415})
+    assert_problem(response, 415, "unsupported-media-type")
+    for method, path in json_routes(app):
+        valid = VALID_BODIES.get((method, path), {"name": "x"})
+        for content_type in NOT_JSON:
+            response = await send(
+                admin,
+                method,
+                path,
+                target,
+                content=json.dumps(valid).encode(),
+                headers={"content-type": content_type},
+            )
+            assert_problem(response, 415, "unsupported-media-type")
+    assert await snapshot(db) == before
+    # A JSON media type with parameters or a +json suffix is JSON.
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        response = await admin.post(
+            "/api/auth/tokens",
+            content=b'{"name": ""}',
+            headers={"content-type": content_type},
+        )
+        assert_problem(response, 400, "invalid-input")
+    assert await snapshot(db) == before
+
+
+async def test_ten_megabyte_bodies_are_413_and_change_nothing(
+    app: Litestar, power_admin: tuple[Browser, int], db: Conn, anon: Browser
+) -> None:
+    """Far past the limit, on every JSON route and on the payment webhook."""
+    admin, target = power_admin
+    before = await snapshot(db)
+    huge = b'{"name": "' + b"x" * 10_000_000 + b'"}'
+    json_headers = {"content-type": "application/json"}
+    for method, path in json_routes(app):
+        response = await send(admin, method, path, target, content=huge, headers=json_headers)
+        assert_problem(response, 413, "body-too-large")
+    response = await anon.post("/api/auth/register", content=huge, headers=json_headers)
+    assert_problem(response, 413, "body-too-large")
+    response = await anon.post("/api/payments/webhooks/dev", content=huge, headers=json_headers)
+    assert_problem(response, 413, "body-too-large")
     assert await snapshot(db) == before
 
 
