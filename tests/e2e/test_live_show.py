@@ -149,11 +149,14 @@ async def test_go_live_watch_buy_tip_report(
     await moderator.page.get_by_text("Nothing waiting for review").wait_for()
     await audit(moderator, axe_source, "staff-kyc")
 
-    # End the show: the viewer is told.
+    # End the show: the viewer is told, and the tip and chat boxes go (nobody to tip).
     await performer.page.get_by_role("button", name="End stream").click()
     await (
         viewer.page.locator("[data-video-status]").filter(has_text="ended").wait_for(timeout=10000)
     )
+    for part in ("[data-tip-form]", "[data-chat-form]"):
+        await viewer.page.locator(part).wait_for(state="hidden")
+    assert await viewer.page.locator("[data-viewers]").inner_text() == "0"
 
     for person in (stranger, performer, viewer, moderator):
         assert person.csp_violations() == [], person.csp_violations()

@@ -23,6 +23,14 @@ let iceServers = [];
 let quality = 2;
 let over = false; // the show ended: later media and socket news must not replace that line
 
+// Once the show is over there is nobody to tip or chat with: the tip box, the tip menu and the
+// chat box go, and nobody is watching any more.
+function showIsOver() {
+  over = true;
+  for (const part of root.querySelectorAll("[data-tip-form], [data-tip-menu], [data-chat-form]")) part.hidden = true;
+  root.querySelector("[data-viewers]").textContent = "0";
+}
+
 function say(text) {
   if (over) return;
   status.textContent = text;
@@ -116,7 +124,7 @@ const socket = new RoomSocket(streamId, {
   stream_ended: () => {
     closePeer();
     say("The show has ended. Thanks for watching!");
-    over = true;
+    showIsOver();
   },
   error: (m) => {
     // A refused subscription leaves no handle behind: the next one may use this socket.
@@ -128,6 +136,7 @@ const socket = new RoomSocket(streamId, {
   final: (code) => {
     closePeer();
     say(code === 4409 ? "This show has ended or is not live yet." : code === 4403 ? "You can't join this room." : "Log in to watch.");
+    if (code === 4409) showIsOver();
   },
 });
 const chat = chatView(chatLog, socket, {
@@ -215,7 +224,7 @@ const showMenu = menuView(root.querySelector("[data-tip-menu]"), {
 });
 function loadMenu() {
   api("GET", menuUrl(performerId))
-    .then(showMenu)
+    .then((menu) => over || showMenu(menu))
     .catch(() => {});
 }
 loadMenu();
