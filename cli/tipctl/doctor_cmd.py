@@ -24,6 +24,16 @@ async def _postgres(settings: Settings) -> str:
         row = await cur.fetchone()
         version = row["server_version"] if row else "?"
         states = await db.migration_status(conn)
+    # "changed"/"missing-file": this code and the database disagree about what was applied;
+    # tipctl db migrate refuses those, so telling the operator to run it would send them in a
+    # circle.
+    drift = [s for s in states if s.state in ("changed", "missing-file")]
+    if drift:
+        raise RuntimeError(
+            f"migrations differ from what this database applied: "
+            f"{', '.join(f'{s.version:04d}({s.state})' for s in drift)} - run the code that"
+            " migrated it, or a new database; tipctl db migrate refuses edited migrations"
+        )
     pending = [s for s in states if s.state != "applied"]
     if pending:
         raise RuntimeError(

@@ -7,11 +7,14 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tipctl import doctor_cmd
 from tipstream import db as tsdb
+from tipstream.config import Settings
 from tipstream.db import MigrationError, migrate, migration_status, migrations_on_disk
 
 
@@ -129,3 +132,22 @@ async def test_a_failing_migration_leaves_nothing_behind(scratch_db: str) -> Non
         cur = await conn.execute("SELECT to_regtype('user_role') IS NULL AS gone")
         row = await cur.fetchone()
         assert row is not None and row["gone"] is True
+
+
+async def test_doctor_names_an_edited_migration_without_sending_you_to_migrate(
+    scratch_db: str, settings: Settings
+) -> None:
+    """tipctl doctor on a database whose applied migration was edited since: it names the
+    migration and does not advise `tipctl db migrate`, which refuses exactly that."""
+    async with connect(scratch_db) as conn:
+        await migrate(conn)
+        await conn.execute(
+            "UPDATE schema_migrations SET checksum = 'x' || checksum WHERE version = 1"
+        )
+    scratch = msgspec.structs.replace(
+        settings, database=msgspec.structs.replace(settings.database, url=scratch_db)
+    )
+    with pytest.raises(RuntimeError, match=r"0001\(changed\)") as refused:
+        await doctor_cmd._postgres(scratch)
+    assert "run tipctl db migrate" not in str(refused.value)
+    assert "refuses edited migrations" in str(refused.value)
