@@ -16,7 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.types import Message
 
-from tipstream import bodies, db, kv
+from tipstream import apidoc, bodies, db, kv
 from tipstream.accounts import guards
 from tipstream.accounts import routes as accounts_routes
 from tipstream.audit import routes as audit_routes
@@ -96,7 +96,10 @@ def _openapi(settings: Settings) -> OpenAPIConfig:
         ),
         security=[{"apiToken": []}, {"session": []}],
         use_handler_docstrings=True,
-        openapi_router=Router(path="/api/schema", route_handlers=[], guards=[guards.public]),
+        # The document and its viewer are pages about the API, not operations of it.
+        openapi_router=Router(
+            path="/api/schema", route_handlers=[], guards=[guards.public], include_in_schema=False
+        ),
     )
 
 
@@ -143,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     app.state.settings = settings
+    apidoc.document_responses(app.openapi_schema)
     # Litestar runs middleware only for matched routes; wrapping the whole handler gives every
     # response a request id, 404s and 405s included.
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)

@@ -105,7 +105,7 @@ class AuthController(Controller):
         )
         return Response(body, cookies=[cookie])
 
-    @post("/logout", guards=[guards.signed_in], status_code=HTTP_200_OK)
+    @post("/logout", guards=[guards.signed_in], status_code=HTTP_204_NO_CONTENT)
     async def logout(
         self, principal: Principal, conn: Conn, kv: Valkey, settings: Settings
     ) -> Response[None]:

@@ -70,6 +70,8 @@ class MetricsController(PrometheusController):
     path = "/metrics"
     # Scraped from the monitoring host; nginx does not expose /metrics publicly.
     guards = [guards.public]
+    # Prometheus text for the scraper, not an operation of the API its document describes.
+    include_in_schema = False
 
 
 ROUTES = [HealthController, MetricsController]
