@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -296,6 +298,44 @@ async def test_ten_megabyte_bodies_are_413_and_change_nothing(
     response = await anon.post("/api/payments/webhooks/dev", content=huge, headers=json_headers)
     assert_problem(response, 413, "body-too-large")
     assert await snapshot(db) == before
+
+
+async def test_non_ascii_where_codes_and_signatures_are_compared_is_refused(
+    power_admin: tuple[Browser, int], db: Conn, anon: Browser, make_user: Any
+) -> None:
+    """Codes, tokens and signatures are compared in constant time over ASCII: other text
+    (digits of another script, latin-1 in a header, a form or a URL) is a refusal, not a 500."""
+    admin, _ = power_admin
+    buyer = await make_user("buyer")
+    checkout = await buyer.post("/api/purchases", json={"package_id": "tkn-100"})
+    assert checkout.status_code == 201, checkout.text
+    page = urlsplit(checkout.json()["redirect_url"]).path
+    before = await snapshot(db)
+    arabic_indic = "\u0661\u0662\u0663\u0664\u0665\u0666"
+    login = await anon.post(
+        "/api/auth/login",
+        json={"email": admin.email, "password": admin.password, "totp_code": arabic_indic},
+    )
+    assert_problem(login, 400, "invalid-input")
+    assert anon.session_cookie is None
+    for path in ("/api/auth/2fa/confirm", "/api/auth/2fa/disable"):
+        assert_problem(await admin.post(path, json={"code": arabic_indic}), 400, "invalid-input")
+    signature = f"t={int(time.time())},v1=\u00e9\u00e9".encode("latin-1")
+    webhook = await anon.post(
+        "/api/payments/webhooks/dev",
+        content=b"{}",
+        headers={"content-type": "application/json", "tipstream-dev-signature": signature},
+    )
+    assert_problem(webhook, 400, "bad-webhook")
+    form = {"token": "\u00e9", "outcome": "sale"}
+    assert_problem(await buyer.post(page, data=form, csrf=False), 403)
+    raw = b"token=%ff%fe&outcome=sale"
+    form_headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert_problem(await buyer.post(page, content=raw, headers=form_headers, csrf=False), 403)
+    assert_problem(await buyer.get(page, params={"token": "\u00e9"}), 403)
+    assert await snapshot(db) == before
+    wallet = await buyer.get("/api/wallet")
+    assert wallet.json()["balance"] == 0
 
 
 async def test_huge_negative_and_zero_ids_in_paths_are_4xx(

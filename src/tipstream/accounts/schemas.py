@@ -25,7 +25,9 @@ Email = Annotated[
 Password = Annotated[str, msgspec.Meta(min_length=10, max_length=256)]
 AnyPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=PRINTABLE)]
-TotpCode = Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")]
+# [0-9], not \d: \d also matches other scripts' digits (Arabic-Indic, ...), no authenticator
+# shows those, and the code comparison is over ASCII.
+TotpCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
 RecoveryCode = Annotated[str, msgspec.Meta(min_length=8, max_length=32)]
 TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=PRINTABLE)]
 

@@ -194,7 +194,9 @@ class DevCheckoutController(Controller):
 async def _checked_purchase(
     conn: Conn, settings: Settings, purchase_id: int, token: str
 ) -> queries.PurchaseRow:
-    if not hmac.compare_digest(token, dev.page_token(settings, purchase_id)):
+    # As bytes: the token comes from a form or a URL and may be any text; compare_digest takes
+    # ASCII str only.
+    if not hmac.compare_digest(token.encode(), dev.page_token(settings, purchase_id).encode()):
         raise Forbidden("this checkout link is not valid")
     row = await queries.purchase(conn, purchase_id)
     if row.processor != "dev":

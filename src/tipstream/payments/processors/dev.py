@@ -92,7 +92,9 @@ class DevProcessor:
         expected = hmac.new(
             signing_key(self.settings), f"{timestamp}.".encode() + request.body, hashlib.sha256
         ).hexdigest()
-        if not hmac.compare_digest(expected, parts.get("v1", "")):
+        # Compared as bytes: a header may carry any latin-1 text, which compare_digest refuses
+        # as str (a TypeError, not a refusal).
+        if not hmac.compare_digest(expected.encode(), parts.get("v1", "").encode()):
             raise BadWebhook("signature does not match")
         try:
             event = msgspec.json.decode(request.body, type=DevEvent)

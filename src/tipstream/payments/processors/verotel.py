@@ -61,7 +61,10 @@ class VerotelProcessor:
     async def parse_webhook(self, request: WebhookRequest) -> list[ProcessorEvent]:
         params = dict(request.query)
         sent = params.pop("signature", "").lower()
-        if not self.key or not hmac.compare_digest(sent, signature(self.key, params)):
+        # As bytes: a query string may carry any text; compare_digest takes ASCII str only.
+        if not self.key or not hmac.compare_digest(
+            sent.encode(), signature(self.key, params).encode()
+        ):
             raise BadWebhook("FlexPay signature does not match")
         if params.get("shopID") != self.config.shop_id:
             raise BadWebhook("postback for another shop")
