@@ -44,7 +44,14 @@ async def read_multipart(
     """Text fields and files of a multipart form; a field sent twice is refused."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise NotMultipart("the onboarding form is multipart/form-data (text fields and images)")
-    form = await request.form()
+    try:
+        form = await request.form()
+    except UnicodeDecodeError:
+        # Litestar decodes a part without a filename as text: bytes that are no UTF-8 there
+        # (an image sent without its filename, a mangled field) are the client's error.
+        raise InvalidInput(
+            "a form field is not UTF-8 text (send images as files, with a filename)"
+        ) from None
     fields: dict[str, Any] = {}
     files: dict[str, bytes] = {}
     for name in form:
