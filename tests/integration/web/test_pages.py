@@ -55,6 +55,12 @@ async def test_public_pages_render_with_a_strict_csp(anon: Browser) -> None:
         await check_page(anon, path)
     signup = (await anon.get("/signup")).text
     assert "at least 18 years old" in signup and 'name="date_of_birth"' in signup
+    # Before forms.js runs, a click must not let the browser submit the form itself: the button
+    # starts disabled, and the form is a POST, so a password never lands in a URL.
+    for path in ("/login", "/signup"):
+        page = (await anon.get(path)).text
+        assert '<form method="post" data-api=' in page, path
+        assert re.search(r'<button type="submit" disabled>', page), path
 
 
 async def test_viewer_performer_and_staff_pages_render(

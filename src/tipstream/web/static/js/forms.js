@@ -62,4 +62,7 @@ for (const form of document.querySelectorAll("form[data-api]")) {
       button.disabled = false;
     }
   });
+  // The button comes disabled in the page: clicked before this module ran, the browser would
+  // submit the form itself (the password in a request the API never sees).
+  form.querySelector('button[type="submit"]').disabled = false;
 }

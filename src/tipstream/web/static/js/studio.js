@@ -177,6 +177,9 @@ form.addEventListener("submit", async (event) => {
     goLive.disabled = false;
   }
 });
+// Go live comes disabled in the page: clicked before this module ran, the browser would submit
+// the form itself and reload the studio, and the show would not start.
+goLive.disabled = false;
 
 endButton.addEventListener("click", async () => {
   if (!stream) return;
