@@ -40,15 +40,13 @@ def link_key(settings: Settings, stream_id: int) -> str:
     return kvmod.key(settings, "room", stream_id, "link")
 
 
-async def record_slowlink(
-    kv: Valkey, settings: Settings, stream_id: int, *, lost: int, uplink: bool
-) -> bool:
-    """Count one slowlink of the stream's publisher; True when it turned the stream degraded."""
+async def record_slowlink(kv: Valkey, settings: Settings, stream_id: int, *, lost: int) -> bool:
+    """Count one slowlink of the publisher's media; True when it turned the stream degraded."""
     key = link_key(settings, stream_id)
     async with kv.pipeline(transaction=True) as pipe:
         pipe.hincrby(key, "events", 1)
         pipe.hincrby(key, "lost", max(lost, 0))
-        pipe.hset(key, mapping={"last_at": round(time.time(), 3), "uplink": int(uplink)})
+        pipe.hset(key, "last_at", round(time.time(), 3))
         pipe.expire(key, settings.rooms.slowlink_window_seconds)
         events, *_ = await pipe.execute()
     return int(events) == 1

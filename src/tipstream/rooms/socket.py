@@ -382,13 +382,13 @@ class RoomSocket:
             return  # the performer missing Janus's packets (RTCP only): not the stream's media
         try:
             began = await linkhealth.record_slowlink(
-                self.ctx.kv, self.settings, self.stream.id, lost=lost, uplink=uplink
+                self.ctx.kv, self.settings, self.stream.id, lost=lost
             )
         except Exception:
             log.exception("slowlink_record_failed", stream=self.stream.id)
             return
         if began:
-            log.info("stream_link_degraded", stream=self.stream.id, lost=lost, uplink=uplink)
+            log.info("stream_link_degraded", stream=self.stream.id, lost=lost)
 
     async def _end_unless_back(self, grace: float) -> None:
         """If the performer does not publish again within the grace period, the stream ends."""
