@@ -200,6 +200,12 @@ def api_schema(fuzz_app: Litestar, world: World) -> Any:
     return schema
 
 
+@pytest.fixture(scope="module")
+def api_schema_with_credentials(fuzz_app: Litestar, world: World) -> Any:
+    """The same document, with generated (junk) Authorization headers and session cookies."""
+    return schemathesis.openapi.from_asgi(SCHEMA_PATH, fuzz_app)
+
+
 def problem_json_for_errors(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     if 400 <= response.status_code < 500:
         content_type = (response.headers.get("content-type") or [""])[0]
@@ -239,14 +245,14 @@ def _strategies(operation: Any, world: World) -> list[Any]:
     return strategies
 
 
-def _fuzz(operation: Any, strategy: Any, world: World) -> None:
+def _fuzz(operation: Any, strategy: Any, world: World, who_sends: tuple[str, ...] = WHO) -> None:
     @FUZZ
     @given(case=strategy)
     def run(case: Case) -> None:
         if case.path_parameters and case.path_parameters.get("user_id") in world.ids.values():
             # An admin disabling or demoting the fuzz's own users would sign them out.
             case.path_parameters["user_id"] = world.decoy_id
-        for who in WHO:
+        for who in who_sends:
             response = case.call(session=world.clients[who])
             try:
                 case.validate_response(response, checks=CHECKS)
@@ -256,8 +262,8 @@ def _fuzz(operation: Any, strategy: Any, world: World) -> None:
     run()
 
 
-def test_no_operation_answers_5xx_or_off_the_document(api_schema: Any, world: World) -> None:
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+def _fuzz_all(schema: Any, world: World, who_sends: tuple[str, ...] = WHO) -> list[str]:
+    operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 50, [o.label for o in operations]
     # Signing out ends the users' sessions: last.
     operations.sort(key=lambda operation: operation.path == "/api/auth/logout")
@@ -265,10 +271,23 @@ def test_no_operation_answers_5xx_or_off_the_document(api_schema: Any, world: Wo
     for operation in operations:
         for strategy in _strategies(operation, world):
             try:
-                _fuzz(operation, strategy, world)
+                _fuzz(operation, strategy, world, who_sends)
             except Unsatisfiable:
                 continue  # nothing to break: no parameters, no body
             except AssertionError as exc:
                 failures.append(f"{operation.label}: {exc}")
                 break
+    return failures
+
+
+def test_no_operation_answers_5xx_or_off_the_document(api_schema: Any, world: World) -> None:
+    failures = _fuzz_all(api_schema, world)
+    assert not failures, "\n\n".join(failures)
+
+
+def test_junk_credentials_are_401_problems_never_5xx(
+    api_schema_with_credentials: Any, world: World
+) -> None:
+    """Generated Authorization headers and session cookies, sent by a client with none."""
+    failures = _fuzz_all(api_schema_with_credentials, world, ("anonymous",))
     assert not failures, "\n\n".join(failures)
