@@ -16,7 +16,6 @@ derandomized and bounded (TIPSTREAM_FUZZ_EXAMPLES per operation and kind of requ
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import uuid
@@ -47,11 +46,11 @@ from valkey.asyncio import Valkey
 from tests.conftest import create_database, drop_database, make_settings
 from tests.helpers import ADULT_DOB, PASSWORD, PROBLEM, unique_email
 from tests.integration.kyc.approved import approve_kyc
+from tests.integration.kyc.conftest import write_keyring
 from tipstream import db as tsdb
 from tipstream.accounts import service as accounts
 from tipstream.app import create_app
 from tipstream.config import Settings, generate_secret
-from tipstream.vault.keys import new_keyring
 
 pytestmark = pytest.mark.slow
 
@@ -69,8 +68,7 @@ async def fuzz_settings(
     url = await create_database(admin_url, name)
     secrets = tmp_path_factory.mktemp("fuzz-secrets")
     (secrets / "session_key").write_text(generate_secret() + "\n")
-    (secrets / "vault_keys").write_text(new_keyring().format())
-    (secrets / "kyc_index_key").write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    write_keyring(secrets)
     secrets.chmod(0o700)
     vault_dir: Path = tmp_path_factory.mktemp("fuzz-vault")
     settings = make_settings(
