@@ -35,7 +35,7 @@ from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.core.transport import Response
 from schemathesis.generation import GenerationMode
 from schemathesis.generation.case import Case
-from schemathesis.python.asgi import ASGIClient
+from schemathesis.python.asgi import ASGIClient, shutdown_lifespans
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -188,6 +188,8 @@ async def world(fuzz_app: Litestar, fuzz_settings: Settings) -> AsyncIterator[Wo
         await kv.aclose()
         for client in world.clients.values():
             client.__exit__()
+        # The app's lifespan (pool, Valkey, background tasks) ends before its database goes.
+        shutdown_lifespans()
 
 
 @pytest.fixture(scope="module")
