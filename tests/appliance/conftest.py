@@ -84,3 +84,53 @@ def apt_file(path: str, package: str) -> Path:
         if not Path(path).exists():
             pytest.fail(f"{path} is missing and `apt-get install {package}` failed: {stderr}")
     return Path(path)
+
+
+def render_credentials(
+    tmp: Path,
+    *,
+    groups: tuple[str, ...] = ("api", "workers", "moderation"),
+    files: tuple[str, ...] = (),
+    extra: dict[str, object] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the app role's optional-secrets tasks for one host of the given groups, with the
+    given files in a scratch secrets directory; the drop-ins land in tmp/'systemd'. Returns the
+    run (it may fail: a missing file stops the role)."""
+    secrets_dir, systemd_dir = tmp / "secrets", tmp / "systemd"
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    for name in files:
+        (secrets_dir / name).write_text("not-a-real-secret\n")
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inventory = {
+        "all": {
+            "hosts": {"node": host},
+            # Every group a real inventory has; the host is in the given ones.
+            "children": {
+                g: {"hosts": {"node": None} if g in groups else {}}
+                for g in ("api", "workers", "moderation", "db", "kv", "sfu", "turn")
+            },
+        }
+    }
+    (tmp / "inventory.json").write_text(json.dumps(inventory))
+    variables = {
+        "app__secrets_dir": str(secrets_dir),
+        "app__systemd_dir": str(systemd_dir),
+        # Its restart handler then restarts nothing on this machine.
+        "app__units_to_start": [],
+        **(extra or {}),
+    }
+    return subprocess.run(
+        [
+            venv_tool("ansible-playbook"),
+            "-i",
+            str(tmp / "inventory.json"),
+            "-e",
+            json.dumps(variables),
+            str(Path(__file__).parent / "playbooks" / "render_credentials.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ANSIBLE_NOCOLOR": "1", "HOME": "/root"},
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.appliance.conftest import ANSIBLE_DIR, venv_tool
+from tests.appliance.conftest import ANSIBLE_DIR, render_credentials, venv_tool
 
 INVENTORIES = ["single-node", "small-cluster"]
 GROUPS = {"api", "sfu", "turn", "db", "kv", "workers", "moderation"}
@@ -113,3 +114,115 @@ def test_moderation_and_workers_hosts_get_their_roles() -> None:
             break
     else:
         pytest.fail("no play runs the workers and moderation roles")
+
+
+CCBILL = ("ccbill_salt", "ccbill_datalink_username", "ccbill_datalink_password")
+STRIPE = ("stripe_api_key", "stripe_webhook_secret")
+
+
+def _credentials(dropin: Path) -> list[str]:
+    lines = dropin.read_text().splitlines()
+    assert "[Service]" in lines, dropin
+    return [line for line in lines if line.startswith("LoadCredential")]
+
+
+def _recap_changed(stdout: str) -> int:
+    import re
+
+    found = re.search(r"node\s*: ok=\d+\s+changed=(\d+)", stdout)
+    assert found, stdout[-2000:]
+    return int(found.group(1))
+
+
+def test_enabled_processors_secrets_reach_exactly_the_units_that_use_them(tmp_path: Path) -> None:
+    # An operator enabled CCBill and Stripe and put their files on the host; a Verotel key
+    # and an S3 key lying around too are not handed to anyone (those features are off).
+    files = (*CCBILL, *STRIPE, "verotel_signature_key", "vault_s3_secret_key")
+    run = render_credentials(
+        tmp_path, files=files, extra={"app__payment_processors": ["ccbill", "stripe"]}
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    expected = [f"LoadCredential={n}:{tmp_path}/secrets/{n}" for n in (*CCBILL, *STRIPE)]
+    systemd = tmp_path / "systemd"
+    assert _credentials(systemd / "tipstream-api.service.d/credentials.conf") == expected
+    assert _credentials(systemd / "tipstream-worker.service.d/credentials.conf") == expected
+    # The moderator worker takes no payments.
+    assert _credentials(systemd / "tipstream-moderator.service.d/credentials.conf") == []
+    for name in files[: len(CCBILL) + len(STRIPE)]:
+        assert (tmp_path / "secrets" / name).stat().st_mode & 0o777 == 0o600
+    # Idempotent: a second run changes nothing.
+    again = render_credentials(
+        tmp_path, files=(), extra={"app__payment_processors": ["ccbill", "stripe"]}
+    )
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert _recap_changed(again.stdout) == 0, again.stdout[-3000:]
+    # Turning Stripe off takes its credentials away again.
+    fewer = render_credentials(tmp_path, extra={"app__payment_processors": ["ccbill"]})
+    assert fewer.returncode == 0, fewer.stdout[-3000:]
+    assert _credentials(systemd / "tipstream-api.service.d/credentials.conf") == expected[:3]
+
+
+def test_s3_vault_key_reaches_every_unit_and_only_this_hosts_units_get_dropins(
+    tmp_path: Path,
+) -> None:
+    run = render_credentials(
+        tmp_path,
+        groups=("workers", "moderation"),
+        files=("vault_s3_secret_key",),
+        extra={"app__vault_backend": "s3"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    line = f"LoadCredential=vault_s3_secret_key:{tmp_path}/secrets/vault_s3_secret_key"
+    systemd = tmp_path / "systemd"
+    assert _credentials(systemd / "tipstream-worker.service.d/credentials.conf") == [line]
+    assert _credentials(systemd / "tipstream-moderator.service.d/credentials.conf") == [line]
+    # No api on this host: no api drop-in.
+    assert not (systemd / "tipstream-api.service.d").exists()
+
+
+def test_a_missing_secret_file_stops_the_role_naming_it(tmp_path: Path) -> None:
+    run = render_credentials(
+        tmp_path,
+        files=("stripe_api_key",),
+        extra={"app__payment_processors": ["stripe"], "app__vault_backend": "s3"},
+    )
+    assert run.returncode != 0
+    missing = f"{tmp_path}/secrets/stripe_webhook_secret, {tmp_path}/secrets/vault_s3_secret_key"
+    assert missing in run.stdout, run.stdout[-3000:]
+    assert f"{tmp_path}/secrets/stripe_api_key," not in run.stdout
+    # Nothing written that would keep a unit from starting.
+    assert not (tmp_path / "systemd").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"app__payment_processors": ["paypal"]}, {"app__vault_backend": "nfs"}],
+    ids=["unknown-processor", "unknown-vault-backend"],
+)
+def test_unknown_processor_or_vault_backend_is_refused(
+    tmp_path: Path, extra: dict[str, object]
+) -> None:
+    run = render_credentials(tmp_path, extra=extra)
+    assert run.returncode != 0
+    assert "app__payment_processors may name ccbill, verotel, stripe" in run.stdout, run.stdout
+    assert not (tmp_path / "systemd").exists()
+
+
+def test_every_secret_file_the_app_reads_is_required_or_optional_in_the_roles() -> None:
+    import yaml
+
+    from tipstream.config import SECRET_FILES
+
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/app/defaults/main.yml").read_text())
+    optional = {n for names in defaults["app__processor_secrets"].values() for n in names}
+    optional.add("vault_s3_secret_key")
+    # The rest come from the secrets role or tipctl keys init, and are in the units themselves.
+    in_units = set()
+    for unit in ("tipstream-api", "tipstream-worker", "tipstream-moderator"):
+        text = (ANSIBLE_DIR.parent / "systemd" / f"{unit}.service").read_text()
+        in_units |= {
+            line.split("=", 1)[1].split(":", 1)[0]
+            for line in text.splitlines()
+            if line.startswith("LoadCredential=")
+        }
+    assert set(SECRET_FILES.values()) == optional | in_units
