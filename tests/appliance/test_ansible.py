@@ -169,15 +169,16 @@ def test_s3_vault_key_reaches_every_unit_and_only_this_hosts_units_get_dropins(
         tmp_path,
         groups=("workers", "moderation"),
         files=("vault_s3_secret_key",),
-        extra={"app__vault_backend": "s3"},
+        extra={"app__vault_backend": "s3", "app__backup_recipients": ["age1" + "q" * 58]},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     line = f"LoadCredential=vault_s3_secret_key:{tmp_path}/secrets/vault_s3_secret_key"
     systemd = tmp_path / "systemd"
     assert _credentials(systemd / "tipstream-worker.service.d/credentials.conf") == [line]
     assert _credentials(systemd / "tipstream-moderator.service.d/credentials.conf") == [line]
-    # No api on this host: no api drop-in.
+    # No api on this host: no api drop-in, and no backups (they run on the first api host).
     assert not (systemd / "tipstream-api.service.d").exists()
+    assert not (systemd / "tipstream-backup.service.d").exists()
 
 
 def test_a_missing_secret_file_stops_the_role_naming_it(tmp_path: Path) -> None:

@@ -10,16 +10,46 @@ from pathlib import Path
 
 import pytest
 
-from tests.appliance.conftest import ROOT, apt_tool
+from tests.appliance.conftest import ROOT, apt_tool, render_credentials
+from tests.appliance.test_ansible import CCBILL, STRIPE
 
 UNITS = sorted((ROOT / "systemd").glob("*.service"))
 
 
 @pytest.fixture(scope="module")
 def unit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _unit_root(tmp_path_factory.mktemp("unit-root"))
+
+
+@pytest.fixture(scope="module")
+def unit_root_with_optional_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same root with the credentials drop-ins the app role writes on a single node with
+    CCBill, Stripe, the S3 vault and nightly backups on."""
+    root = _unit_root(tmp_path_factory.mktemp("unit-root-dropins"))
+    scratch = tmp_path_factory.mktemp("render")
+    run = render_credentials(
+        scratch,
+        files=(*CCBILL, *STRIPE, "vault_s3_secret_key"),
+        extra={
+            "app__payment_processors": ["ccbill", "stripe"],
+            "app__vault_backend": "s3",
+            # Nightly backups on: the backup unit copies the vault's objects from S3.
+            "app__backup_recipients": ["age1" + "q" * 58],
+        },
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for dropin in (scratch / "systemd").glob("*.service.d/credentials.conf"):
+        target = root / "etc/systemd/system" / dropin.parent.name
+        target.mkdir(exist_ok=True)
+        # The paths the role writes on a host (it rendered into a scratch secrets dir here).
+        text = dropin.read_text().replace(f"{scratch}/secrets/", "/etc/tipstream/secrets/")
+        (target / dropin.name).write_text(text)
+    return root
+
+
+def _unit_root(root: Path) -> Path:
     """A root with systemd's own units, the repo's units and the venv paths they start."""
     apt_tool("systemd-analyze", "systemd")
-    root = tmp_path_factory.mktemp("unit-root")
     shutil.copytree("/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     units = root / "etc/systemd/system"
     units.mkdir(parents=True)
@@ -137,3 +167,60 @@ def test_coturn_dropins_rate_ok_and_grant_only_the_port_capability(
     assert bind.group(1) == ("✗" if with_port_dropin else "✓")
     admin = re.search(r"([✓✗]) CapabilityBoundingSet=~CAP_SYS_ADMIN", result.stdout)
     assert admin and admin.group(1) == "✓"
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_units_with_optional_secrets_dropins_verify_rate_ok_and_get_them(
+    unit: Path, unit_root_with_optional_secrets: Path
+) -> None:
+    root = unit_root_with_optional_secrets
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{unit.name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stderr.strip() == "", verify.stderr
+    security = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            f"--root={root}",
+            "--threshold=39",
+            "--no-pager",
+            unit.name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert security.returncode == 0, security.stdout[-3000:] + security.stderr
+    assert re.search(rf"Overall exposure level for {unit.name}: [\d.]+ (OK|SAFE)", security.stdout)
+    # What systemd reads for the unit (the unit and the drop-ins it finds): the unit's own
+    # credentials plus exactly those of the features that are on.
+    cat = subprocess.run(
+        ["systemd-analyze", "cat-config", f"--root={root}", f"systemd/system/{unit.name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cat.returncode == 0, cat.stderr
+    loaded = [
+        line.split("=", 1)[1].split(":", 1)[0]
+        for line in cat.stdout.splitlines()
+        if line.startswith("LoadCredential=")
+    ]
+    own = [
+        line.split("=", 1)[1].split(":", 1)[0]
+        for line in unit.read_text().splitlines()
+        if line.startswith("LoadCredential=")
+    ]
+    optional = {
+        "tipstream-api.service": [*CCBILL, *STRIPE, "vault_s3_secret_key"],
+        "tipstream-worker.service": [*CCBILL, *STRIPE, "vault_s3_secret_key"],
+        "tipstream-moderator.service": ["vault_s3_secret_key"],
+        "tipstream-backup.service": ["vault_s3_secret_key"],
+    }.get(unit.name, [])
+    assert loaded == own + optional
