@@ -46,7 +46,7 @@ from valkey.asyncio import Valkey
 from tests.conftest import create_database, drop_database, make_settings
 from tests.helpers import ADULT_DOB, PASSWORD, PROBLEM, unique_email
 from tests.integration.kyc.approved import approve_kyc
-from tests.integration.kyc.conftest import write_keyring
+from tests.integration.kyc.conftest import form_fields, image_files, photo, write_keyring
 from tipstream import db as tsdb
 from tipstream.accounts import service as accounts
 from tipstream.app import create_app
@@ -133,7 +133,8 @@ def _enroll_2fa(client: ASGIClient) -> None:
 
 
 def _furnish(world: World, conn_ids: dict[str, int]) -> None:
-    """A stream of the performer's, tokens in the viewer's wallet, a report on the stream."""
+    """A stream of the performer's, tokens in the viewer's wallet, a report on the stream, an
+    identity verification waiting for review."""
     viewer, performer = world.clients["viewer"], world.clients["performer"]
     stream = performer.post("/api/streams", json={"title": "Fuzz show", "tags": ["fuzz"]})
     assert stream.status_code == 201, stream.text
@@ -156,6 +157,17 @@ def _furnish(world: World, conn_ids: dict[str, int]) -> None:
     assert cases, "the report opened no case"
     world.known["case_id"] = cases[0]["id"]
     world.known["processor"] = "dev"
+    applicant, user = _sign_up(viewer.app, "applicant", "performer")
+    try:
+        _sign_in(applicant, user["email"])
+        submitted = applicant.post(
+            "/api/kyc/submission", data=form_fields(), files=image_files(back=photo())
+        )
+        assert submitted.status_code == 201, submitted.text
+        world.known["submission_id"] = submitted.json()["submission_id"]
+        world.known["name"] = "front"
+    finally:
+        applicant.__exit__()
 
 
 @pytest.fixture(scope="module")

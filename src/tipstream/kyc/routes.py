@@ -16,7 +16,7 @@ from tipstream.accounts.service import Principal
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import InvalidInput, Problem
-from tipstream.kyc import service
+from tipstream.kyc import service, uploads
 from tipstream.kyc.schemas import (
     DecisionRequest,
     KycState,
@@ -153,7 +153,12 @@ class ReviewController(Controller):
         )
         return Response(found, headers=NO_STORE)
 
-    @get("/{submission_id:int}/images/{name:str}", guards=[guards.moderator])
+    # Documented as what it sends: every stored image is re-encoded as JPEG.
+    @get(
+        "/{submission_id:int}/images/{name:str}",
+        guards=[guards.moderator],
+        media_type=uploads.OUTPUT_TYPE,
+    )
     async def image(
         self,
         submission_id: SubmissionId,
