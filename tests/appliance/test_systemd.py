@@ -21,21 +21,31 @@ def unit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _unit_root(tmp_path_factory.mktemp("unit-root"))
 
 
-@pytest.fixture(scope="module")
-def unit_root_with_optional_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# Nightly backups on in both: the backup unit copies the vault's objects (from S3 when on).
+BACKUPS = {"app__backup_recipients": ["age1" + "q" * 58]}
+FEATURES = {
+    "ccbill-stripe-s3": {
+        "app__payment_processors": ["ccbill", "stripe"],
+        "app__vault_backend": "s3",
+        **BACKUPS,
+    },
+    # No optional feature: drop-ins without a credential line.
+    "defaults": BACKUPS,
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FEATURES))
+def unit_root_with_optional_secrets(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
     """The same root with the credentials drop-ins the app role writes on a single node with
-    CCBill, Stripe, the S3 vault and nightly backups on."""
+    the features of FEATURES[request.param] on."""
     root = _unit_root(tmp_path_factory.mktemp("unit-root-dropins"))
     scratch = tmp_path_factory.mktemp("render")
     run = render_credentials(
         scratch,
         files=(*CCBILL, *STRIPE, "vault_s3_secret_key"),
-        extra={
-            "app__payment_processors": ["ccbill", "stripe"],
-            "app__vault_backend": "s3",
-            # Nightly backups on: the backup unit copies the vault's objects from S3.
-            "app__backup_recipients": ["age1" + "q" * 58],
-        },
+        extra=FEATURES[request.param],
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for dropin in (scratch / "systemd").glob("*.service.d/credentials.conf"):
@@ -44,7 +54,7 @@ def unit_root_with_optional_secrets(tmp_path_factory: pytest.TempPathFactory) ->
         # The paths the role writes on a host (it rendered into a scratch secrets dir here).
         text = dropin.read_text().replace(f"{scratch}/secrets/", "/etc/tipstream/secrets/")
         (target / dropin.name).write_text(text)
-    return root
+    return root, request.param
 
 
 def _unit_root(root: Path) -> Path:
@@ -171,9 +181,11 @@ def test_coturn_dropins_rate_ok_and_grant_only_the_port_capability(
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_units_with_optional_secrets_dropins_verify_rate_ok_and_get_them(
-    unit: Path, unit_root_with_optional_secrets: Path
+    unit: Path, unit_root_with_optional_secrets: tuple[Path, str]
 ) -> None:
-    root = unit_root_with_optional_secrets
+    root, features = unit_root_with_optional_secrets
+    # The role writes one for each tipstream unit of the host, whatever is on.
+    assert (root / "etc/systemd/system" / f"{unit.name}.d/credentials.conf").is_file()
     verify = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{unit.name}"],
         capture_output=True,
@@ -222,5 +234,5 @@ def test_units_with_optional_secrets_dropins_verify_rate_ok_and_get_them(
         "tipstream-worker.service": [*CCBILL, *STRIPE, "vault_s3_secret_key"],
         "tipstream-moderator.service": ["vault_s3_secret_key"],
         "tipstream-backup.service": ["vault_s3_secret_key"],
-    }.get(unit.name, [])
-    assert loaded == own + optional
+    }[unit.name]
+    assert loaded == own + (optional if features != "defaults" else [])
