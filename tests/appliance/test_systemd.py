@@ -82,10 +82,9 @@ def test_there_are_units_for_api_workers_and_moderator() -> None:
     }
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
-def test_verify_passes(unit: Path, unit_root: Path) -> None:
+def _assert_verify_passes(root: Path, unit_name: str) -> None:
     result = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={unit_root}", f"/etc/systemd/system/{unit.name}"],
+        ["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{unit_name}"],
         capture_output=True,
         text=True,
         check=False,
@@ -94,28 +93,37 @@ def test_verify_passes(unit: Path, unit_root: Path) -> None:
     assert result.stderr.strip() == "", result.stderr
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
-def test_security_rates_ok_or_better(unit: Path, unit_root: Path) -> None:
+def _assert_rates_ok_or_better(root: Path, unit_name: str) -> None:
     # --threshold is in tenths: exposure above 3.9 ("MEDIUM" starts at 4.0) fails.
     result = subprocess.run(
         [
             "systemd-analyze",
             "security",
             "--offline=true",
-            f"--root={unit_root}",
+            f"--root={root}",
             "--threshold=39",
             "--no-pager",
-            unit.name,
+            unit_name,
         ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    level = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+    level = re.search(rf"Overall exposure level for {unit_name}: ([\d.]+) (\w+)", result.stdout)
     assert level, result.stdout[-2000:]
     assert float(level.group(1)) < 4.0
     assert level.group(2) in {"OK", "SAFE"}
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_verify_passes(unit: Path, unit_root: Path) -> None:
+    _assert_verify_passes(unit_root, unit.name)
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_security_rates_ok_or_better(unit: Path, unit_root: Path) -> None:
+    _assert_rates_ok_or_better(unit_root, unit.name)
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
@@ -186,30 +194,8 @@ def test_units_with_optional_secrets_dropins_verify_rate_ok_and_get_them(
     root, features = unit_root_with_optional_secrets
     # The role writes one for each tipstream unit of the host, whatever is on.
     assert (root / "etc/systemd/system" / f"{unit.name}.d/credentials.conf").is_file()
-    verify = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{unit.name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verify.returncode == 0, verify.stderr
-    assert verify.stderr.strip() == "", verify.stderr
-    security = subprocess.run(
-        [
-            "systemd-analyze",
-            "security",
-            "--offline=true",
-            f"--root={root}",
-            "--threshold=39",
-            "--no-pager",
-            unit.name,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert security.returncode == 0, security.stdout[-3000:] + security.stderr
-    assert re.search(rf"Overall exposure level for {unit.name}: [\d.]+ (OK|SAFE)", security.stdout)
+    _assert_verify_passes(root, unit.name)
+    _assert_rates_ok_or_better(root, unit.name)
     # What systemd reads for the unit (the unit and the drop-ins it finds): the unit's own
     # credentials plus exactly those of the features that are on.
     cat = subprocess.run(
