@@ -82,32 +82,20 @@ def test_there_are_units_for_api_workers_and_moderator() -> None:
     }
 
 
+def _analyze(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemd-analyze", *argv], capture_output=True, text=True, check=False)
+
+
 def _assert_verify_passes(root: Path, unit_name: str) -> None:
-    result = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{unit_name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _analyze("verify", f"--root={root}", f"/etc/systemd/system/{unit_name}")
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
 
 
 def _assert_rates_ok_or_better(root: Path, unit_name: str) -> None:
     # --threshold is in tenths: exposure above 3.9 ("MEDIUM" starts at 4.0) fails.
-    result = subprocess.run(
-        [
-            "systemd-analyze",
-            "security",
-            "--offline=true",
-            f"--root={root}",
-            "--threshold=39",
-            "--no-pager",
-            unit_name,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    result = _analyze(
+        "security", "--offline=true", f"--root={root}", "--threshold=39", "--no-pager", unit_name
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     level = re.search(rf"Overall exposure level for {unit_name}: ([\d.]+) (\w+)", result.stdout)
@@ -198,23 +186,9 @@ def test_units_with_optional_secrets_dropins_verify_rate_ok_and_get_them(
     _assert_rates_ok_or_better(root, unit.name)
     # What systemd reads for the unit (the unit and the drop-ins it finds): the unit's own
     # credentials plus exactly those of the features that are on.
-    cat = subprocess.run(
-        ["systemd-analyze", "cat-config", f"--root={root}", f"systemd/system/{unit.name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    cat = _analyze("cat-config", f"--root={root}", f"systemd/system/{unit.name}")
     assert cat.returncode == 0, cat.stderr
-    loaded = [
-        line.split("=", 1)[1].split(":", 1)[0]
-        for line in cat.stdout.splitlines()
-        if line.startswith("LoadCredential=")
-    ]
-    own = [
-        line.split("=", 1)[1].split(":", 1)[0]
-        for line in unit.read_text().splitlines()
-        if line.startswith("LoadCredential=")
-    ]
+    loaded, own = _credential_ids(cat.stdout), _credential_ids(unit.read_text())
     optional = {
         "tipstream-api.service": [*CCBILL, *STRIPE, "vault_s3_secret_key"],
         "tipstream-worker.service": [*CCBILL, *STRIPE, "vault_s3_secret_key"],
@@ -222,3 +196,11 @@ def test_units_with_optional_secrets_dropins_verify_rate_ok_and_get_them(
         "tipstream-backup.service": ["vault_s3_secret_key"],
     }[unit.name]
     assert loaded == own + (optional if features != "defaults" else [])
+
+
+def _credential_ids(unit_text: str) -> list[str]:
+    return [
+        line.split("=", 1)[1].split(":", 1)[0]
+        for line in unit_text.splitlines()
+        if line.startswith("LoadCredential=")
+    ]
