@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,9 +24,11 @@ from tests.helpers import (
     PASSWORD,
     Browser,
     assert_problem,
+    scalar,
     snapshot,
     unique_email,
 )
+from tests.integration.kyc.approved import approve_kyc
 from tipstream.accounts import service as accounts
 from tipstream.config import Settings
 from tipstream.db import Conn
@@ -336,6 +339,34 @@ async def test_non_ascii_where_codes_and_signatures_are_compared_is_refused(
     assert await snapshot(db) == before
     wallet = await buyer.get("/api/wallet")
     assert wallet.json()["balance"] == 0
+
+
+async def test_payout_requests_with_text_a_bank_file_cannot_carry_are_4xx(
+    make_user: Any, db: Conn
+) -> None:
+    """A NUL in the Idempotency-Key or the account fields cannot be stored, digits of another
+    script are no amount: refused up front (they were 500s), and no payout is written."""
+    performer = await make_user("payee", role="performer")
+    await approve_kyc(db, performer.user_id)
+    valid = {"amount": "50.00", "account_holder": "Ada Lovelace", "iban": "DE89370400440532013000"}
+    payouts_before = await scalar(db, "SELECT count(*) FROM payouts")
+    key = {"idempotency-key": "payout-\x00-key"}
+    response = await performer.post("/api/payouts", json=valid, headers=key)
+    assert_problem(response, 400, "idempotency-key-missing")
+    for spoiled in (
+        {"amount": "\u0665\u0660.\u0660\u0660"},
+        {"account_holder": "Ada\x00Lovelace"},
+        {"account_holder": "Ada\nLovelace"},
+        {"iban": "DE8937040044053201300\x00"},
+        {"bic": "DEUTDEFF\x00"},
+    ):
+        response = await performer.post(
+            "/api/payouts",
+            json={**valid, **spoiled},
+            headers={"idempotency-key": str(uuid.uuid4())},
+        )
+        assert_problem(response, 400, "invalid-input")
+    assert await scalar(db, "SELECT count(*) FROM payouts") == payouts_before
 
 
 async def test_huge_negative_and_zero_ids_in_paths_are_4xx(

@@ -184,7 +184,8 @@ class PayoutController(Controller):
         """Withdraw payable earnings (approved KYC and the minimum apply). Send an
         Idempotency-Key; the amount is held until finance approves the weekly batch."""
         key = request.headers.get(IDEMPOTENCY_HEADER)
-        if not key or len(key) > 200:
+        # Printable only, as for tips: a control character (a NUL) cannot be stored.
+        if not key or len(key) > 200 or not key.isprintable():
             raise IdempotencyKeyMissing("send an Idempotency-Key header (a fresh UUID)")
         row, replayed = await payouts.request_payout(
             conn,

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tipstream.accounts.schemas import PRINTABLE
+
 PositiveTokens = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
 
 
@@ -121,10 +123,14 @@ class EarningsView(msgspec.Struct):
 
 
 class PayoutRequest(msgspec.Struct, forbid_unknown_fields=True):
-    amount: Annotated[str, msgspec.Meta(pattern=r"^\d{1,12}(\.\d{1,2})?$")]
-    account_holder: Annotated[str, msgspec.Meta(min_length=1, max_length=70)]
-    iban: Annotated[str, msgspec.Meta(min_length=15, max_length=40)]
-    bic: Annotated[str, msgspec.Meta(min_length=8, max_length=11)] | None = None
+    # [0-9], not \d (which takes any script's digits); no control characters (a NUL cannot be
+    # stored; a bank file must not carry the others).
+    amount: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,2})?$")]
+    account_holder: Annotated[str, msgspec.Meta(min_length=1, max_length=70, pattern=PRINTABLE)]
+    iban: Annotated[str, msgspec.Meta(min_length=15, max_length=40, pattern=r"^[A-Za-z0-9 ]+$")]
+    bic: (
+        Annotated[str, msgspec.Meta(min_length=8, max_length=11, pattern=r"^[A-Za-z0-9]+$")] | None
+    ) = None
 
 
 class Payout(msgspec.Struct):
