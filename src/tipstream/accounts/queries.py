@@ -95,6 +95,13 @@ async def user_by_id(conn: Conn, user_id: int, *, for_update: bool = False) -> U
     return row
 
 
+async def display_names(conn: Conn, user_ids: list[int]) -> dict[int, str]:
+    cur = await conn.execute(
+        "SELECT id, display_name FROM users WHERE id = ANY(%(ids)s)", {"ids": user_ids}
+    )
+    return {int(str(row["id"])): str(row["display_name"]) for row in await cur.fetchall()}
+
+
 async def user_by_email(conn: Conn, email: str) -> UserRow | None:
     async with conn.cursor(row_factory=class_row(UserRow)) as cur:
         await cur.execute("SELECT * FROM users WHERE email = %(email)s", {"email": email})

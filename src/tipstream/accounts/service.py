@@ -843,3 +843,8 @@ async def check_second_factor(conn: Conn, settings: Settings, user_id: int, code
         if user.totp_enabled_at is None:
             raise MfaRequired("this account has no 2FA enrolled")
         await _verify_second_factor(conn, settings, user, totp_code=code, recovery_code=None)
+
+
+async def display_names(conn: Conn, user_ids: list[int]) -> dict[int, str]:
+    """Display names by user id, for staff pages that would otherwise show bare ids."""
+    return await queries.display_names(conn, sorted(set(user_ids))) if user_ids else {}

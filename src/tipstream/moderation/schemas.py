@@ -63,6 +63,9 @@ class CaseSummary(msgspec.Struct):
     resolution: str | None
     created_at: datetime
     age_seconds: int
+    # Display names, so a moderator sees who rather than a bare id (queue listings only).
+    subject_name: str | None = None
+    reporter_name: str | None = None
 
 
 class CaseAction(msgspec.Struct):

@@ -313,7 +313,13 @@ def summary(case: CaseRow) -> CaseSummary:
 
 async def queue(conn: Conn, *, status: str, limit: int) -> list[CaseSummary]:
     statuses = ["open", "escalated"] if status == "pending" else [status]
-    return [summary(c) for c in await queries.queue(conn, statuses=statuses, limit=limit)]
+    cases = [summary(c) for c in await queries.queue(conn, statuses=statuses, limit=limit)]
+    ids = [i for c in cases for i in (c.subject_user_id, c.reporter_id) if i is not None]
+    names = await accounts.display_names(conn, ids)
+    for case in cases:
+        case.subject_name = names.get(case.subject_user_id or 0)
+        case.reporter_name = names.get(case.reporter_id or 0)
+    return cases
 
 
 async def detail(

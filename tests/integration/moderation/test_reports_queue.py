@@ -121,6 +121,12 @@ async def test_stream_report_end_stream_and_user_report_actions(
     queue = (await moderator.http.get("/api/moderation/queue")).json()
     order = [c["id"] for c in queue]
     assert order.index(stream_case) < order.index(user_case)  # same severity: oldest first
+    # The moderator sees who was reported and by whom, not bare ids.
+    reported = next(c for c in queue if c["id"] == user_case)
+    for key, person in (("subject_name", troll), ("reporter_name", viewer)):
+        name = await scalar(mod_db, "SELECT display_name FROM users WHERE id = %s", (person.id,))
+        assert reported[key] == name, (key, reported)
+    assert reported["subject_name"] != reported["reporter_name"]
 
     escalated = await moderator.post(
         f"/api/moderation/cases/{user_case}/actions", json={"action": "escalate"}

@@ -64,7 +64,7 @@ const LOADERS = {
           el("td", {}, String(c.severity)),
           el("td", {}, `${c.target_type} (${c.source})`),
           el("td", {}, c.stream_id ? el("a", { href: `/rooms/${c.stream_id}` }, `#${c.stream_id}`) : "—"),
-          el("td", {}, c.subject_user_id ? String(c.subject_user_id) : "—"),
+          el("td", {}, c.subject_user_id ? `${c.subject_name ?? "?"} (#${c.subject_user_id})` : "—"),
           el("td", {}, c.reason),
           el(
             "td",
