@@ -369,6 +369,28 @@ async def test_payout_requests_with_text_a_bank_file_cannot_carry_are_4xx(
     assert await scalar(db, "SELECT count(*) FROM payouts") == payouts_before
 
 
+async def test_stream_text_with_control_characters_is_400(make_user: Any, db: Conn) -> None:
+    """A stream's title, its goal's title and the reason it ended: a NUL cannot be stored (they
+    were 500s), and no control character belongs in text shown to every viewer."""
+    performer = await make_user("streamer", role="performer")
+    await approve_kyc(db, performer.user_id)
+    created = await performer.post("/api/streams", json={"title": "Evening show"})
+    assert created.status_code == 201, created.text
+    stream = created.json()["id"]
+    streams_before = await scalar(db, "SELECT md5(string_agg(s::text, '|')) FROM streams s")
+    for title in ("a\x00b", "line\nbreak", "   "):
+        response = await performer.post("/api/streams", json={"title": title})
+        assert_problem(response, 400, "invalid-input")
+        goal = await performer.post(
+            f"/api/streams/{stream}/goal", json={"title": title, "tokens": 5}
+        )
+        assert_problem(goal, 400, "invalid-input")
+        end = await performer.post(f"/api/streams/{stream}/end", json={"reason": title})
+        assert_problem(end, 400, "invalid-input")
+    streams_after = await scalar(db, "SELECT md5(string_agg(s::text, '|')) FROM streams s")
+    assert streams_after == streams_before
+
+
 async def test_huge_negative_and_zero_ids_in_paths_are_4xx(
     app: Litestar, power_admin: tuple[Browser, int], db: Conn
 ) -> None:

@@ -7,9 +7,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=140)]
+from tipstream.accounts.schemas import PRINTABLE
+
+# PRINTABLE: not blank, no control characters (a NUL cannot be stored: it was a 500).
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=140, pattern=PRINTABLE)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[\w-]+$")]
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=PRINTABLE)]
 StreamStatus = Literal["scheduled", "live", "ended"]
 
 
@@ -136,7 +139,7 @@ ClientMessage = (
 class GoalRequest(msgspec.Struct, forbid_unknown_fields=True):
     """A tip goal for the live stream: tips count toward it from now on."""
 
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=PRINTABLE)]
     tokens: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 
 
