@@ -251,10 +251,30 @@ def _strategies(operation: Any, world: World) -> list[Any]:
         operation.as_strategy(GenerationMode.NEGATIVE),
     ]
     names = re.findall(r"\{(\w+)\}", operation.path)
-    if names and all(name in world.known for name in names):
-        known = {name: world.known[name] for name in names}
-        strategies.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=known))
+    known = {name: world.known[name] for name in names if name in world.known}
+    if len(known) == len(names):
+        aimed = operation.as_strategy(GenerationMode.POSITIVE, path_parameters=known)
+        if names:
+            strategies.append(aimed)
+        # Text the database cannot store, in every string of an otherwise valid body.
+        strategies.append(aimed.map(_with_nul_in_strings))
     return strategies
+
+
+def _nul_in_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return value + "\x00"
+    if isinstance(value, list):
+        return [_nul_in_strings(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _nul_in_strings(item) for key, item in value.items()}
+    return value
+
+
+def _with_nul_in_strings(case: Case) -> Case:
+    if isinstance(case.body, dict | list):
+        case.body = _nul_in_strings(case.body)
+    return case
 
 
 def _fuzz(operation: Any, strategy: Any, world: World, who_sends: tuple[str, ...] = WHO) -> None:
