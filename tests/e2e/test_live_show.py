@@ -87,6 +87,14 @@ async def test_go_live_watch_buy_tip_report(
     assert later["time"] > first["time"]
     await audit(viewer, axe_source, "room")
     room_url = viewer.page.url
+    # The studio publishes simulcast: the viewer's quality choice changes the picture they get
+    # (the fake camera's 1280x720 as full, half and quarter size layers).
+    width = "document.querySelector('video').videoWidth"
+    await viewer.page.wait_for_function(f"() => {width} >= 1000", timeout=30000)
+    await viewer.page.get_by_label("Quality").select_option("0")
+    await viewer.page.wait_for_function(f"() => {width} > 0 && {width} <= 400", timeout=30000)
+    await viewer.page.get_by_label("Quality").select_option("2")
+    await viewer.page.wait_for_function(f"() => {width} >= 1000", timeout=30000)
     # One viewer watching: the performer's own studio socket is not counted.
     await viewer.page.locator("[data-viewers]").filter(has_text="1").wait_for(timeout=10000)
     assert (await viewer.page.locator("[data-viewers]").inner_text()).strip() == "1"

@@ -50,7 +50,12 @@ async function listDevices() {
 
 async function startCamera() {
   const constraints = {
-    video: cameraSelect.value ? { deviceId: { exact: cameraSelect.value } } : { width: 1280, height: 720 },
+    // 720p where the camera has it: simulcast then has three useful layers (1280, 640, 320).
+    video: {
+      width: { ideal: 1280 },
+      height: { ideal: 720 },
+      ...(cameraSelect.value ? { deviceId: { exact: cameraSelect.value } } : {}),
+    },
     audio: micSelect.value ? { deviceId: { exact: micSelect.value } } : true,
   };
   const next = await navigator.mediaDevices.getUserMedia(constraints);
@@ -69,10 +74,24 @@ async function startCamera() {
   }
 }
 
+const SIMULCAST = [
+  { rid: "h", maxBitrate: 1_500_000 },
+  { rid: "m", maxBitrate: 500_000, scaleResolutionDownBy: 2 },
+  { rid: "l", maxBitrate: 150_000, scaleResolutionDownBy: 4 },
+];
+
 async function publish() {
   if (pc) pc.close();
   pc = peer(iceServers, socket);
-  for (const track of media.getTracks()) pc.addTrack(track, media);
+  for (const track of media.getTracks()) {
+    if (track.kind === "video") {
+      // Simulcast: three layers (full, half, quarter size) so each viewer can pick a quality;
+      // Janus expects the rids highest first. A small camera simply sends fewer layers.
+      pc.addTransceiver(track, { direction: "sendonly", streams: [media], sendEncodings: SIMULCAST });
+    } else {
+      pc.addTrack(track, media);
+    }
+  }
   const current = pc;
   current.addEventListener("connectionstatechange", () => {
     if (!["failed", "disconnected"].includes(current.connectionState)) return;
