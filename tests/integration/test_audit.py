@@ -55,6 +55,26 @@ async def as_superuser_bypassing_triggers(conn: tsdb.Conn, statement: str, *para
         await conn.execute(statement, params or None)
 
 
+async def rehash(conn: tsdb.Conn, entry_id: int) -> None:
+    """The forger's next step after an edit: recompute the edited entry's own hash."""
+    cur = await conn.execute("SELECT * FROM audit_logs WHERE id = %s", (entry_id,))
+    row = await cur.fetchone()
+    assert row is not None
+    forged = audit.entry_hash(
+        row["prev_hash"],
+        at=row["at"],
+        actor_id=row["actor_id"],
+        action=row["action"],
+        target_type=row["target_type"],
+        target_id=row["target_id"],
+        ip=row["ip"],
+        details=row["details"],
+    )
+    await as_superuser_bypassing_triggers(
+        conn, "UPDATE audit_logs SET hash = %s WHERE id = %s", forged, entry_id
+    )
+
+
 async def test_entries_are_chained(chain: tsdb.Conn) -> None:
     cur = await chain.execute("SELECT * FROM audit_logs ORDER BY id")
     rows = await cur.fetchall()
@@ -119,22 +139,7 @@ async def test_rehashing_an_edited_row_breaks_the_next_link(chain: tsdb.Conn) ->
     await as_superuser_bypassing_triggers(
         chain, "UPDATE audit_logs SET ip = '203.0.113.9' WHERE id = %s", second
     )
-    cur = await chain.execute("SELECT * FROM audit_logs WHERE id = %s", (second,))
-    row = await cur.fetchone()
-    assert row is not None
-    forged = audit.entry_hash(
-        row["prev_hash"],
-        at=row["at"],
-        actor_id=row["actor_id"],
-        action=row["action"],
-        target_type=row["target_type"],
-        target_id=row["target_id"],
-        ip=row["ip"],
-        details=row["details"],
-    )
-    await as_superuser_bypassing_triggers(
-        chain, "UPDATE audit_logs SET hash = %s WHERE id = %s", forged, second
-    )
+    await rehash(chain, second)
     result = await audit.verify(chain)
     assert (result.ok, result.broken_id) == (False, third)
 
@@ -276,22 +281,7 @@ async def test_anchor_catches_a_rewritten_tail_that_plain_verify_cannot(
     await as_superuser_bypassing_triggers(
         chain, "UPDATE audit_logs SET actor_id = 42 WHERE id = %s", last
     )
-    cur = await chain.execute("SELECT * FROM audit_logs WHERE id = %s", (last,))
-    row = await cur.fetchone()
-    assert row is not None
-    forged = audit.entry_hash(
-        row["prev_hash"],
-        at=row["at"],
-        actor_id=row["actor_id"],
-        action=row["action"],
-        target_type=row["target_type"],
-        target_id=row["target_id"],
-        ip=row["ip"],
-        details=row["details"],
-    )
-    await as_superuser_bypassing_triggers(
-        chain, "UPDATE audit_logs SET hash = %s WHERE id = %s", forged, last
-    )
+    await rehash(chain, last)
     plain = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify")
     assert plain.returncode == 0, "without an anchor the rewrite is undetectable"
     anchored = _tipctl_on(scratch_db, secrets_dir, tmp_path, "audit", "verify", "--anchor", anchor)
