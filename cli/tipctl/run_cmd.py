@@ -7,7 +7,7 @@ import tempfile
 
 import typer
 
-from tipctl.common import settings
+from tipctl.common import fail, settings
 
 app = typer.Typer(help="Run a tipstream process in the foreground.", no_args_is_help=True)
 
@@ -44,9 +44,19 @@ def worker(
 ) -> None:
     """Run the dramatiq worker (payouts, webhooks, the outbox relay) and the periodic scheduler."""
     cfg = settings()
+    from tipstream.moderation import detox
     from tipstream.observability import configure_logging
     from tipstream.workers.main import run_worker
 
+    # The worker loads the configured Detoxify tier at start and refuses to run without it:
+    # say why in one line here rather than in a traceback from each worker process.
+    paths = detox.configured(cfg)
+    if paths is not None:
+        try:
+            detox.check_files(paths)
+            detox.require_extra()
+        except detox.DetoxifyUnavailable as exc:
+            fail(f"the Detoxify tier is configured but cannot load: {exc}")
     configure_logging(cfg)
     run_worker(cfg, threads=threads)
 
