@@ -542,3 +542,13 @@ async def set_earnings_frozen(
             details={"reason": reason or "", "accounts": len(ids)},
         )
     return len(ids)
+
+
+async def stream_tips_so_far(
+    conn: Conn, stream_id: int, *, recent: int, top: int
+) -> tuple[list[queries.StreamTip], list[queries.StreamTipper]]:
+    """A show's latest public tips and its top tippers, for a viewer who joins late."""
+    return (
+        await queries.recent_stream_tips(conn, stream_id, limit=recent),
+        await queries.top_stream_tippers(conn, stream_id, limit=top),
+    )

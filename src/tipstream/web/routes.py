@@ -26,7 +26,7 @@ from tipstream.accounts.service import MfaRequired, Principal
 from tipstream.config import Settings
 from tipstream.db import Conn
 from tipstream.errors import Forbidden, NotFound, Unauthorized, handle_problem
-from tipstream.ledger import queries as ledger_queries
+from tipstream.ledger import service as ledger_service
 from tipstream.rooms import service as rooms_service
 from tipstream.web import assets
 
@@ -129,8 +129,9 @@ async def room(
 ) -> Template:
     stream = await rooms_service.show_stream(conn, kv, settings, stream_id)
     # The show so far (the room socket brings what comes next): read-only display rows.
-    tips = await ledger_queries.recent_stream_tips(conn, stream_id, limit=RECENT_TIPS)
-    top = await ledger_queries.top_stream_tippers(conn, stream_id, limit=TOP_TIPPERS)
+    tips, top = await ledger_service.stream_tips_so_far(
+        conn, stream_id, recent=RECENT_TIPS, top=TOP_TIPPERS
+    )
     return _page("room.html", principal, stream=stream, tips=tips, top_tippers=top)
 
 
