@@ -69,7 +69,10 @@ async def test_a_performer_submits_and_sees_the_status(
     for blob in blobs:
         assert number.encode() not in blob
         assert b"Eriksson" not in blob and b"1990-05-17" not in blob
-        assert front[200:264] not in blob and b"JFIF" not in blob and b"\xff\xd8\xff" not in blob
+        assert front[200:264] not in blob and b"JFIF" not in blob
+        # A clear JPEG starts with its SOI marker; three random ciphertext bytes match it
+        # somewhere in a 100 kB blob about once in 170 runs, so only the start is checked.
+        assert not blob.startswith(b"\xff\xd8\xff")
     audit = await scalar(
         kyc_db,
         "SELECT count(*) FROM audit_logs WHERE action = 'kyc.submit' AND actor_id = %s",
